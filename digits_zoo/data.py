@@ -1,0 +1,187 @@
+"""`MNISTDataModule`: torchvision's MNIST family, read once and served from in-memory tensors."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+import torchvision
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+from digits_zoo.errors import ConfigError, DataError
+
+DATA_DIR_ENV = "DIGITS_ZOO_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+
+
+class EpochShuffle:
+    """The order of each epoch is a function of (seed, epoch) alone, so a resumed epoch replays
+    the same batches. Lightning calls `set_epoch` on a loader's `sampler` before every epoch."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator)
+
+
+class TensorLoader:
+    """Whole batches sliced from tensors that already live on the training device.
+
+    Per-image PIL conversion in torchvision's `__getitem__` costs more than the small models'
+    own work, so batches are cut from the stacked tensors instead; no worker processes needed.
+    The last, smaller batch is kept (no `drop_last`).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle_seed: int | None = None):
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        # DataLoader-like attributes that Lightning inspects (it calls `sampler.set_epoch`)
+        self.sampler = None if shuffle_seed is None else EpochShuffle(len(labels), shuffle_seed)
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        n, size = len(self.labels), self.batch_size
+        if self.sampler is None:
+            for start in range(0, n, size):
+                yield self.images[start : start + size], self.labels[start : start + size]
+            return
+        order = self.sampler.permutation().to(self.labels.device)
+        for start in range(0, n, size):
+            index = order[start : start + size]
+            yield self.images[index], self.labels[index]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST (or another torchvision dataset of the MNIST family, e.g. "FashionMNIST").
+
+    The official test set stays the test set; validation is a seeded hold-out of `val_size`
+    training images (0 trains on all of them, as the seed does). Pixels are scaled by 1/255 and,
+    with `standardize`, shifted and scaled by the training split's mean and std.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        dataset: str = "MNIST",
+        batch_size: int = 32,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        standardize: bool = False,
+        seed: int = 0,
+        download: bool = True,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
+        self.dataset_cls = getattr(torchvision.datasets, dataset)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.standardize, self.seed, self.download = val_size, standardize, seed, download
+        self.num_classes = len(self.dataset_cls.classes)
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / self.dataset_cls.__name__ / "raw"
+
+    @property
+    def raw_files(self) -> list[str]:
+        return [Path(url).name.removesuffix(".gz") for url, _ in self.dataset_cls.resources]
+
+    def _missing_error(self, reason: str) -> DataError:
+        return DataError(
+            f"{self.dataset_cls.__name__} files not found ({reason}): expected {', '.join(self.raw_files)} "
+            f"in {self.raw_dir}. Copy them there, or point {DATA_DIR_ENV} (or data.data_dir=...) at the "
+            f"folder that holds {self.dataset_cls.__name__}/raw."
+        )
+
+    def prepare_data(self) -> None:
+        """Download only, with torchvision's own download and checks, and only when files are missing."""
+        if all((self.raw_dir / name).is_file() for name in self.raw_files):
+            return
+        if not self.download:
+            raise self._missing_error("download is off")
+        try:
+            for train in (True, False):
+                self.dataset_cls(self.data_dir, train=train, download=True)
+        except Exception as error:  # torchvision raises RuntimeError, URLError, ... per mirror
+            last_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise self._missing_error(f"download failed: {last_line}") from error
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # read once, whichever stage asks first
+            return
+        train_x, train_y = self._read(train=True)
+        test_x, test_y = self._read(train=False)
+        if not 0 <= self.val_size < len(train_y):
+            raise ConfigError(f"data.val_size must be in [0, {len(train_y)}), got {self.val_size}")
+        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.seed))
+        val_index, fit_index = order[: self.val_size], order[self.val_size :]
+        splits = {
+            "fit": (train_x[fit_index], train_y[fit_index]),
+            "val": (train_x[val_index], train_y[val_index]),
+            "test": (test_x, test_y),
+        }
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        # uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], on the device the model trains on
+        self.splits = {name: (x.to(device).unsqueeze(1).float().div_(255), y.to(device)) for name, (x, y) in splits.items()}
+        if self.standardize:
+            mean, std = self.splits["fit"][0].mean(), self.splits["fit"][0].std()
+            for x, _ in self.splits.values():
+                x.sub_(mean).div_(std)
+
+    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, H, W) and int64 labels, checked for consistency."""
+        if not self.raw_dir.is_dir():
+            raise self._missing_error("no such folder")
+        try:
+            dataset = self.dataset_cls(self.data_dir, train=train, download=False)
+        except Exception as error:
+            raise self._read_error(train, error) from error
+        images, labels = dataset.data, dataset.targets
+        if images.ndim != 3 or labels.shape != images.shape[:1] or not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+            raise DataError(
+                f"{self.dataset_cls.__name__} {'training' if train else 'test'} files in {self.raw_dir} are inconsistent: "
+                f"{tuple(images.shape)} images, {tuple(labels.shape)} labels. Replace them with the original files."
+            )
+        return images, labels.long()
+
+    def _read_error(self, train: bool, error: Exception) -> DataError:
+        """Name the file that failed to parse (torchvision reads images and labels in one call)."""
+        prefix = "train" if train else "t10k"
+        for path in sorted(self.raw_dir.glob(f"{prefix}-*-idx?-ubyte")):
+            try:
+                read_sn3_pascalvincent_tensor(str(path))
+            except Exception as file_error:
+                detail = str(file_error) or type(file_error).__name__
+                return DataError(f"{path} is truncated or corrupt ({detail}); replace it with the original file.")
+        if "not found" in str(error):
+            return self._missing_error("incomplete folder")
+        return DataError(f"could not read {self.raw_dir}: {error}")
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_size > 0
+
+    def train_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self.splits["fit"], self.batch_size, shuffle_seed=self.seed)
+
+    def val_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self.splits["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self.splits["test"], self.eval_batch_size)
+
+    def predict_dataloader(self) -> TensorLoader:
+        return self.test_dataloader()

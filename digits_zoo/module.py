@@ -1,0 +1,116 @@
+"""`DigitClassifier`: the one LightningModule. It owns the loss, the optimiser and the metrics."""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from digits_zoo.errors import ConfigError
+from digits_zoo.losses import LOSSES
+from digits_zoo.registry import create_model
+
+STAGES = ("train", "val", "test")
+
+# Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+
+
+class DigitClassifier(L.LightningModule):
+    """Trains the registered model `model` (built from its name and `model_kwargs`).
+
+    Only plain data goes into the hyperparameters, so `DigitClassifier.load_from_checkpoint(path)`
+    rebuilds the network without the training config. Defaults are Keras' Adam (lr 1e-3, eps 1e-7).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        model_kwargs: dict | None = None,
+        loss: str = "cross_entropy",
+        lr: float = 1e-3,
+        eps: float = 1e-7,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        self.save_hyperparameters()
+        self.model = create_model(model, **(model_kwargs or {}))
+        self.loss_fn = LOSSES[loss]
+        num_classes = self.model.num_classes
+        # keyed "<stage>_<name>": a bare "train" key would clash with nn.Module.train
+        self.metrics = nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_loss"] = MeanMetric()
+            # micro average = the fraction of images classified right, as Keras' "accuracy"
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_confusion"] = MulticlassConfusionMatrix(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = self.loss_fn(logits, y)
+        loss_metric, acc_metric = self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"]
+        loss_metric.update(loss.detach(), weight=len(y))
+        acc_metric.update(logits.detach(), y)
+        if stage != "train":
+            self.metrics[f"{stage}_confusion"].update(logits.detach(), y)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Probabilities through the model's output activation (sigmoid for the seed's models)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.model.probabilities(self.model(x))
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self._compute_and_reset("val_confusion")
+        if not self.trainer.sanity_checking and self._tensorboard is not None:
+            from digits_zoo.plots import confusion_matrix_figure
+
+            figure = confusion_matrix_figure(confusion, "Validation confusion matrix")
+            self._tensorboard.experiment.add_figure("val/confusion_matrix", figure, self.current_epoch)
+
+    def on_test_epoch_end(self) -> None:
+        confusion = self._compute_and_reset("test_confusion")
+        if self.trainer.is_global_zero:
+            from digits_zoo.plots import save_confusion_matrix
+
+            figure = save_confusion_matrix(confusion, self.trainer.default_root_dir, title="Test confusion matrix")
+            if self._tensorboard is not None:
+                self._tensorboard.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
+
+    def _compute_and_reset(self, name: str) -> torch.Tensor:
+        value = self.metrics[name].compute()
+        self.metrics[name].reset()
+        return value
+
+    @property
+    def _tensorboard(self) -> TensorBoardLogger | None:
+        return next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)

@@ -1,0 +1,101 @@
+"""`train(cfg)`: fit, test and write the run folder. `train.py` is only its Hydra entry point."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from digits_zoo.module import DigitClassifier
+
+log = logging.getLogger(__name__)
+
+
+def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
+    callbacks = []
+    for conf in (cfg.get("callbacks") or {}).values():
+        if conf is None:
+            continue
+        if not validation and issubclass(get_class(conf._target_), ModelCheckpoint):
+            # nothing to rank a "best" by: keep last.ckpt, the final weights, only
+            callbacks.append(instantiate(conf, monitor=None, save_top_k=0))
+        else:
+            callbacks.append(instantiate(conf))
+    return callbacks
+
+
+def _drop_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def _tidy_lightning_logging() -> None:
+    """`import lightning` adds its own console handler and also propagates to the root logger, so
+    where the application configured the root logger (Hydra does) every message printed twice.
+    Lightning also advertises a cloud logger on every run."""
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _drop_tips not in rank_zero.filters:
+        rank_zero.addFilter(_drop_tips)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train `cfg.model` on `cfg.data`, test the best checkpoint, write `results.json`.
+
+    Returns {"metrics": results, "trainer", "module", "datamodule"} so callers and tests can look
+    further.
+    """
+    _tidy_lightning_logging()
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    module = DigitClassifier(
+        model=cfg.model.name,
+        model_kwargs=OmegaConf.to_container(cfg.model, resolve=True).get("kwargs") or {},
+        loss=cfg.loss,
+        **cfg.optimizer,
+    )
+    validation = datamodule.has_validation
+    loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf is not None]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=_callbacks(cfg, validation),
+        logger=loggers or False,
+        **({} if validation else {"limit_val_batches": 0}),
+    )
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_seconds = time.perf_counter() - start
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # the best checkpoint on val/acc; without validation, the final weights
+    (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+
+    results = {
+        "model": cfg.model.name,
+        "params": sum(p.numel() for p in module.model.parameters()),
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "test/acc": test_metrics["test/acc"],
+        "test/loss": test_metrics["test/loss"],
+        "best_checkpoint": best or None,
+        "best_val/acc": float(trainer.checkpoint_callback.best_model_score) if best else None,
+        "seed": cfg.seed,
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    log.info(
+        "%s: test accuracy %.2f%%, test loss %.4f | %s parameters | epochs: %d, %.1f s | run folder %s",
+        results["model"], 100 * results["test/acc"], results["test/loss"], f"{results['params']:,}",
+        results["epochs"], train_seconds, out_dir,
+    )
+    return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tests.idx import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data root with 1,200 training and 300 test images of learnable synthetic digits."""
+    return write_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture
+def make_cfg(tiny_data, tmp_path):
+    """Compose `configs/train.yaml` with overrides, on the tiny data, writing to a temporary run folder."""
+
+    def make(*overrides: str, data_dir: Path = tiny_data):
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            return compose(
+                "train",
+                overrides=[
+                    f"data.data_dir={data_dir}",
+                    "data.download=false",
+                    "data.val_size=200",
+                    "trainer.max_epochs=2",
+                    "trainer.accelerator=cpu",
+                    "+trainer.enable_model_summary=false",
+                    "trainer.log_every_n_steps=1",
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    *overrides,
+                ],
+            )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real data root from DIGITS_ZOO_DATA_DIR; the real-data tier skips without it."""
+    value = os.environ.get("DIGITS_ZOO_DATA_DIR")
+    if not value:
+        pytest.skip("real-data tier: set DIGITS_ZOO_DATA_DIR to the folder that holds MNIST/raw")
+    root = Path(value)
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real-data tier: no MNIST/raw files under DIGITS_ZOO_DATA_DIR={root}")
+    return root

@@ -1,0 +1,42 @@
+"""`python train.py ...` as a user runs it, in a real subprocess."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def run_train(*overrides, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_train_py_trains_and_writes_the_run_folder(tiny_data, tmp_path):
+    result = run_train(
+        "model=softmax_mlp", f"data.data_dir={tiny_data}", "data.val_size=200", "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["model"] == "softmax_mlp" and results["test/acc"] > 0.5
+    assert "softmax_mlp: test accuracy" in result.stdout  # the closing summary
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_is_one_line_on_stderr(tmp_path):
+    result = run_train(f"data.data_dir={tmp_path / 'empty'}", "data.download=false",
+                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: MNIST files not found"), result.stderr
+    assert "train-images-idx3-ubyte" in lines[0] and "DIGITS_ZOO_DATA_DIR" in lines[0]
+
+
+def test_unknown_model_name_is_one_line_with_the_closest_match(tiny_data, tmp_path):
+    result = run_train("model.name=flatten_mpl", f"data.data_dir={tiny_data}", f"hydra.run.dir={tmp_path / 'run'}",
+                       cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: unknown model 'flatten_mpl'; did you mean 'flatten_mlp'?"), line

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from digits_zoo.data import MNISTDataModule
+from digits_zoo.errors import ConfigError, DataError
+from tests.idx import FILES, write_dataset
+
+
+def datamodule(root, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(root, download=False, **{"val_size": 200, "batch_size": 32, **kwargs})
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_splits_come_from_the_official_files(tiny_data):
+    dm = datamodule(tiny_data)
+    (fit_x, fit_y), (val_x, val_y), (test_x, test_y) = (dm.splits[s] for s in ("fit", "val", "test"))
+    assert (len(fit_y), len(val_y), len(test_y)) == (1000, 200, 300)
+    assert fit_x.shape == (1000, 1, 28, 28) and fit_x.dtype == torch.float32
+    assert 0 <= fit_x.min() and fit_x.max() == 1  # scaled by 1/255
+    assert sorted(set(test_y.tolist())) == list(range(10))
+    # validation is a hold-out of the training images, never the test images
+    train_rows = {row.tobytes() for row in torch.cat([fit_x, val_x]).flatten(1).numpy()}
+    assert len(train_rows) == 1200
+    assert not {row.tobytes() for row in val_x.flatten(1).numpy()} & {row.tobytes() for row in fit_x.flatten(1).numpy()}
+
+
+def test_no_hold_out_trains_on_every_image(tiny_data):
+    dm = datamodule(tiny_data, val_size=0)
+    assert len(dm.splits["fit"][1]) == 1200 and len(dm.splits["val"][1]) == 0
+    assert not dm.has_validation
+
+
+def test_hold_out_as_large_as_the_training_set_is_refused(tiny_data):
+    with pytest.raises(ConfigError, match="val_size"):
+        datamodule(tiny_data, val_size=1200)
+
+
+def test_each_epoch_covers_every_image_once_in_an_order_fixed_by_seed_and_epoch(tiny_data):
+    def epoch_labels(seed, epoch):
+        loader = datamodule(tiny_data, seed=seed).train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        batches = list(loader)
+        assert len(batches) == len(loader) == 32  # ceil(1000 / 32): the last, short batch is kept
+        assert len(batches[-1][1]) == 1000 - 31 * 32
+        return torch.cat([x.flatten(1) for x, _ in batches])
+
+    first = epoch_labels(seed=1, epoch=0)
+    assert torch.equal(first, epoch_labels(seed=1, epoch=0))
+    assert not torch.equal(first, epoch_labels(seed=1, epoch=1))
+    assert not torch.equal(first, epoch_labels(seed=2, epoch=0))
+    fit_x = datamodule(tiny_data, seed=1).splits["fit"][0].flatten(1)
+    assert torch.equal(first.sort(dim=0).values, fit_x.sort(dim=0).values)
+
+
+def test_evaluation_batches_are_in_order_and_complete(tiny_data):
+    dm = datamodule(tiny_data, eval_batch_size=128)
+    loader = dm.test_dataloader()
+    labels = torch.cat([y for _, y in loader])
+    assert len(loader) == 3 and torch.equal(labels, dm.splits["test"][1])
+
+
+def test_standardize_uses_the_training_split_statistics(tiny_data):
+    fit_x = datamodule(tiny_data, standardize=True).splits["fit"][0]
+    assert abs(fit_x.mean().item()) < 1e-4 and abs(fit_x.std().item() - 1) < 1e-4
+
+
+def test_missing_files_name_the_folder_the_files_and_the_fix(tmp_path):
+    dm = MNISTDataModule(tmp_path / "nowhere", download=False)
+    with pytest.raises(DataError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert all(name in message for pair in FILES.values() for name in pair)
+    assert "DIGITS_ZOO_DATA_DIR" in message and "\n" not in message
+
+
+def test_data_dir_defaults_to_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITS_ZOO_DATA_DIR", str(tmp_path))
+    assert MNISTDataModule().data_dir == tmp_path
+    monkeypatch.delenv("DIGITS_ZOO_DATA_DIR")
+    assert MNISTDataModule().data_dir.name == "data"
+
+
+@pytest.mark.parametrize(
+    "damage", [lambda b: b[: len(b) // 2], lambda b: b"\x00\x00\x07\x09" + b[4:], lambda b: b + b"\x00" * 10],
+    ids=["truncated", "wrong magic", "trailing bytes"],
+)
+@pytest.mark.parametrize("file", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+def test_a_damaged_file_is_named_never_read_silently(tmp_path, damage, file):
+    root = write_dataset(tmp_path, n_train=300, n_test=100)
+    path = root / "MNIST" / "raw" / file
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=file) as info:
+        datamodule(root, val_size=10)
+    assert "\n" not in str(info.value)
+
+
+def test_mismatched_image_and_label_counts_are_refused(tmp_path):
+    root = write_dataset(tmp_path, n_train=300, n_test=100)
+    other = write_dataset(tmp_path / "other", n_train=301, n_test=100)
+    (root / "MNIST/raw/train-labels-idx1-ubyte").write_bytes((other / "MNIST/raw/train-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(DataError, match="inconsistent"):
+        datamodule(root, val_size=10)

@@ -1,0 +1,97 @@
+import csv
+import json
+
+import pytest
+import torch
+from matplotlib.image import imread
+
+from digits_zoo.module import DigitClassifier
+from digits_zoo.training import train
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data, tmp_path_factory):
+    """One real `train(cfg)` on the tiny data, shared by the tests that inspect its run folder."""
+    from tests.conftest import CONFIGS
+    from hydra import compose, initialize_config_dir
+
+    out = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.max_epochs=2",
+            "trainer.accelerator=cpu", "trainer.log_every_n_steps=1", f"paths.output_dir={out}",
+            "logger=[csv,tensorboard]",
+        ])
+    return train(cfg), out
+
+
+def test_results_json_holds_the_test_metrics(run):
+    output, out = run
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"] == "flatten_mlp" and results["params"] == 79_510 and results["epochs"] == 2
+    assert results["test/acc"] == output["metrics"]["test/acc"] > 0.9  # the synthetic digits are easy
+    assert results["test/loss"] > 0 and results["train_seconds"] > 0
+    assert results["best_checkpoint"].endswith(".ckpt") and 0 < results["best_val/acc"] <= 1
+
+
+def test_run_folder_holds_config_checkpoints_and_per_epoch_metrics(run):
+    _, out = run
+    assert (out / "config.yaml").is_file() and "${" not in (out / "config.yaml").read_text()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((out / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    rows = list(csv.DictReader(open(out / "csv" / "metrics.csv")))
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(rows[0])
+    assert len([r for r in rows if r["train/acc"]]) == 2 and len([r for r in rows if r["val/acc"]]) == 2
+
+
+def test_confusion_matrix_is_written_as_csv_and_png(run):
+    output, out = run
+    rows = list(csv.reader(open(out / "confusion_matrix.csv")))
+    assert rows[0] == ["true\\predicted", *map(str, range(10))]
+    counts = torch.tensor([[int(v) for v in row[1:]] for row in rows[1:]])
+    assert counts.shape == (10, 10) and counts.sum() == 300
+    assert counts.diag().sum() / 300 == pytest.approx(output["metrics"]["test/acc"], abs=1e-6)
+    assert imread(out / "confusion_matrix.png").shape[:2] == (560, 640)
+
+
+def test_tensorboard_gets_the_confusion_matrices(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out = run
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(events.Tags()["images"])
+
+
+def test_checkpoint_loads_without_the_config(run):
+    output, _ = run
+    path = output["metrics"]["best_checkpoint"]
+    restored = DigitClassifier.load_from_checkpoint(path, map_location="cpu")
+    assert restored.hparams.model == "flatten_mlp"
+    x = output["datamodule"].splits["test"][0][:16]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    original = DigitClassifier(model="flatten_mlp")
+    original.load_state_dict(state)
+    assert torch.equal(restored(x), original(x))
+
+
+def test_predict_returns_probabilities_through_the_output_activation(run):
+    output, _ = run
+    trainer, module, dm = output["trainer"], output["module"], output["datamodule"]
+    probabilities = torch.cat(trainer.predict(module, datamodule=dm))
+    assert probabilities.shape == (300, 10)
+    assert torch.allclose(probabilities, torch.sigmoid(module(dm.splits["test"][0])))
+
+
+def test_without_validation_the_final_weights_are_tested(make_cfg, tmp_path):
+    output = train(make_cfg("experiment=seed_parity", "trainer.max_epochs=1", "model=single_dense", "data.val_size=0"))
+    run = tmp_path / "run"
+    assert output["metrics"]["best_checkpoint"] is None
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+    final = DigitClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert torch.equal(final.model.head.weight, output["module"].model.head.weight)
+    assert len(output["datamodule"].splits["fit"][1]) == 1200
+
+
+def test_normalized_sigmoid_loss_trains_too(make_cfg):
+    output = train(make_cfg("loss=normalized_sigmoid", "trainer.max_epochs=2", "model=two_layer_mlp"))
+    assert output["metrics"]["test/acc"] > 0.9
