@@ -40,19 +40,44 @@ class TensorLoader:
 
     Per-image PIL conversion in torchvision's `__getitem__` costs more than the small models'
     own work, so batches are cut from the stacked tensors instead; no worker processes needed.
-    The last, smaller batch is kept (no `drop_last`).
+    The last, smaller batch is kept (no `drop_last`). With `steps_per_execution` k > 1 it yields
+    lists of k consecutive (x, y) batches, the same batches in the same order, so that one
+    Lightning step can run k optimiser steps (Lightning's own cost per step is larger than a
+    small model's).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle_seed: int | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle_seed: int | None = None,
+        steps_per_execution: int = 1,
+    ):
         self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.steps_per_execution = steps_per_execution
+        self.num_batches = math.ceil(len(labels) / batch_size)
         # DataLoader-like attributes that Lightning inspects (it calls `sampler.set_epoch`)
         self.sampler = None if shuffle_seed is None else EpochShuffle(len(labels), shuffle_seed)
         self.batch_sampler = None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return math.ceil(self.num_batches / self.steps_per_execution)
 
     def __iter__(self):
+        if self.steps_per_execution == 1:
+            yield from self._batches()
+            return
+        group = []
+        for batch in self._batches():
+            group.append(batch)
+            if len(group) == self.steps_per_execution:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _batches(self):
         n, size = len(self.labels), self.batch_size
         if self.sampler is None:
             for start in range(0, n, size):
@@ -77,6 +102,7 @@ class MNISTDataModule(L.LightningDataModule):
         data_dir: str | Path | None = None,
         dataset: str = "MNIST",
         batch_size: int = 32,
+        steps_per_execution: int = 1,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         standardize: bool = False,
@@ -87,6 +113,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
         self.dataset_cls = getattr(torchvision.datasets, dataset)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.steps_per_execution = steps_per_execution
         self.val_size, self.standardize, self.seed, self.download = val_size, standardize, seed, download
         self.num_classes = len(self.dataset_cls.classes)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -175,7 +202,9 @@ class MNISTDataModule(L.LightningDataModule):
         return self.val_size > 0
 
     def train_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self.splits["fit"], self.batch_size, shuffle_seed=self.seed)
+        return TensorLoader(
+            *self.splits["fit"], self.batch_size, shuffle_seed=self.seed, steps_per_execution=self.steps_per_execution
+        )
 
     def val_dataloader(self) -> TensorLoader:
         return TensorLoader(*self.splits["val"], self.eval_batch_size)

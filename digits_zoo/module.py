@@ -43,49 +43,74 @@ class DigitClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model = create_model(model, **(model_kwargs or {}))
         self.loss_fn = LOSSES[loss]
+        # One optimiser step per batch, however many batches a training step is given (see
+        # TensorLoader's steps_per_execution): the same training, less of Lightning's per-step cost.
+        self.automatic_optimization = False
         num_classes = self.model.num_classes
-        # keyed "<stage>_<name>": a bare "train" key would clash with nn.Module.train
+        # Keyed "<stage>_<name>" (a bare "train" key would clash with nn.Module.train). Argument
+        # checks and NaN checks are off: they read values back from the device on every update.
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
-            self.metrics[f"{stage}_loss"] = MeanMetric()
+            self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
             # micro average = the fraction of images classified right, as Keras' "accuracy"
-            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         for stage in ("val", "test"):
-            self.metrics[f"{stage}_confusion"] = MulticlassConfusionMatrix(num_classes)
+            self.metrics[f"{stage}_confusion"] = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """`batch` is one (x, y) batch or a list of consecutive ones: one optimiser step each."""
+        batches = batch if isinstance(batch[0], (list, tuple)) else [batch]
+        optimizer = self.optimizers()
+        losses, logits, targets = [], [], []
+        for x, y in batches:
+            out = self.model(x)
+            loss = self.loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+            logits.append(out.detach())
+            targets.append(y)
+        sizes = torch.tensor([len(y) for y in targets], device=loss.device)
+        self.metrics["train_loss"].update(torch.stack(losses), weight=sizes)
+        self.metrics["train_acc"].update(torch.cat(logits), torch.cat(targets))
+        self.log("loss", losses[-1], prog_bar=True, logger=False)  # the latest batch's, on the bar
+        return losses[-1]
+
+    def _evaluation_step(self, batch, stage: str) -> None:
         x, y = batch
         logits = self.model(x)
-        loss = self.loss_fn(logits, y)
-        loss_metric, acc_metric = self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"]
-        loss_metric.update(loss.detach(), weight=len(y))
-        acc_metric.update(logits.detach(), y)
-        if stage != "train":
-            self.metrics[f"{stage}_confusion"].update(logits.detach(), y)
-        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
-        self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
-        return loss
+        self.metrics[f"{stage}_loss"].update(self.loss_fn(logits, y), weight=len(y))
+        self.metrics[f"{stage}_acc"].update(logits, y)
+        self.metrics[f"{stage}_confusion"].update(logits, y)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluation_step(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._evaluation_step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Probabilities through the model's output activation (sigmoid for the seed's models)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.model.probabilities(self.model(x))
 
+    def _log_epoch(self, stage: str) -> None:
+        """Epoch means, computed (and synchronised across processes) once per epoch, not per step."""
+        for name in ("loss", "acc"):
+            self.log(f"{stage}/{name}", self._compute_and_reset(f"{stage}_{name}"), prog_bar=True)
+        # the loggers' x axis in optimiser steps; Lightning would count its own steps, fewer with
+        # groups of batches, and adds "epoch" only when it picks the step itself
+        self.log_dict({"step": float(self.global_step), "epoch": float(self.current_epoch)})
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
     def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
         confusion = self._compute_and_reset("val_confusion")
         if not self.trainer.sanity_checking and self._tensorboard is not None:
             from digits_zoo.plots import confusion_matrix_figure
@@ -94,6 +119,7 @@ class DigitClassifier(L.LightningModule):
             self._tensorboard.experiment.add_figure("val/confusion_matrix", figure, self.current_epoch)
 
     def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
         confusion = self._compute_and_reset("test_confusion")
         if self.trainer.is_global_zero:
             from digits_zoo.plots import save_confusion_matrix

@@ -22,7 +22,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def make_cfg(tiny_data, tmp_path):
     """Compose `configs/train.yaml` with overrides, on the tiny data, writing to a temporary run folder."""
 
-    def make(*overrides: str, data_dir: Path = tiny_data):
+    def make(*overrides: str, data_dir: Path = tiny_data, run: str = "run"):
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             return compose(
                 "train",
@@ -34,7 +34,7 @@ def make_cfg(tiny_data, tmp_path):
                     "trainer.accelerator=cpu",
                     "+trainer.enable_model_summary=false",
                     "trainer.log_every_n_steps=1",
-                    f"paths.output_dir={tmp_path / 'run'}",
+                    f"paths.output_dir={tmp_path / run}",
                     *overrides,
                 ],
             )

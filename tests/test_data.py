@@ -103,3 +103,13 @@ def test_mismatched_image_and_label_counts_are_refused(tmp_path):
     (root / "MNIST/raw/train-labels-idx1-ubyte").write_bytes((other / "MNIST/raw/train-labels-idx1-ubyte").read_bytes())
     with pytest.raises(DataError, match="inconsistent"):
         datamodule(root, val_size=10)
+
+
+def test_steps_per_execution_groups_the_same_batches_in_the_same_order(tiny_data):
+    single = datamodule(tiny_data, steps_per_execution=1).train_dataloader()
+    grouped = datamodule(tiny_data, steps_per_execution=5).train_dataloader()
+    groups = list(grouped)
+    assert len(grouped) == len(groups) == 7 and [len(g) for g in groups] == [5] * 6 + [2]  # 32 batches
+    assert grouped.num_batches == single.num_batches == 32
+    for (x1, y1), (x2, y2) in zip(single, [batch for group in groups for batch in group]):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)

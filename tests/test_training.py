@@ -95,3 +95,13 @@ def test_without_validation_the_final_weights_are_tested(make_cfg, tmp_path):
 def test_normalized_sigmoid_loss_trains_too(make_cfg):
     output = train(make_cfg("loss=normalized_sigmoid", "trainer.max_epochs=2", "model=two_layer_mlp"))
     assert output["metrics"]["test/acc"] > 0.9
+
+
+def test_steps_per_execution_trains_step_for_step_the_same(make_cfg):
+    one = train(make_cfg("data.steps_per_execution=1", "model=two_layer_mlp"))
+    many = train(make_cfg("data.steps_per_execution=6", "model=two_layer_mlp", run="grouped"))
+    assert one["trainer"].global_step == many["trainer"].global_step == 2 * 32  # optimiser steps
+    for p1, p2 in zip(one["module"].parameters(), many["module"].parameters()):
+        assert torch.equal(p1, p2)
+    for key in ("test/acc", "test/loss"):
+        assert one["metrics"][key] == many["metrics"][key]
