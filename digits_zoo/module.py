@@ -7,6 +7,8 @@ import warnings
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -16,6 +18,8 @@ from digits_zoo.losses import LOSSES
 from digits_zoo.registry import create_model
 
 STAGES = ("train", "val", "test")
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+NO_SCALER_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true")
 
 # Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
@@ -46,6 +50,7 @@ class DigitClassifier(L.LightningModule):
         # One optimiser step per batch, however many batches a training step is given (see
         # TensorLoader's steps_per_execution): the same training, less of Lightning's per-step cost.
         self.automatic_optimization = False
+        self._direct_steps = False  # decided in on_train_start
         num_classes = self.model.num_classes
         # Keyed "<stage>_<name>" (a bare "train" key would clash with nn.Module.train). Argument
         # checks and NaN checks are off: they read values back from the device on every update.
@@ -68,9 +73,18 @@ class DigitClassifier(L.LightningModule):
         for x, y in batches:
             out = self.model(x)
             loss = self.loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            optimizer.step()
+            if self._direct_steps:
+                # What Lightning's own step would do here, without its per-step dispatch (which
+                # costs more than a small model's step); its step counter (global_step) still counts.
+                optimizer._on_before_step()
+                optimizer.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.optimizer.step()
+                optimizer._on_after_step()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                optimizer.step()
             losses.append(loss.detach())
             logits.append(out.detach())
             targets.append(y)
@@ -79,6 +93,18 @@ class DigitClassifier(L.LightningModule):
         self.metrics["train_acc"].update(torch.cat(logits), torch.cat(targets))
         self.log("loss", losses[-1], prog_bar=True, logger=False)  # the latest batch's, on the bar
         return losses[-1]
+
+    def on_train_start(self) -> None:
+        """Optimiser steps can skip Lightning's dispatch only where it would do nothing: one device,
+        no gradient scaler, and no callback or subclass that listens to the per-step hooks."""
+        trainer = self.trainer
+        listeners = [self, *trainer.callbacks]
+        self._direct_steps = (
+            type(trainer.strategy) is SingleDeviceStrategy
+            and trainer.precision in NO_SCALER_PRECISIONS
+            and not any(is_overridden(hook, obj, L.Callback if obj is not self else None)
+                        for hook in STEP_HOOKS for obj in listeners)
+        )
 
     def _evaluation_step(self, batch, stage: str) -> None:
         x, y = batch

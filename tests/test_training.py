@@ -1,6 +1,7 @@
 import csv
 import json
 
+import lightning as L
 import pytest
 import torch
 from matplotlib.image import imread
@@ -97,11 +98,23 @@ def test_normalized_sigmoid_loss_trains_too(make_cfg):
     assert output["metrics"]["test/acc"] > 0.9
 
 
-def test_steps_per_execution_trains_step_for_step_the_same(make_cfg):
-    one = train(make_cfg("data.steps_per_execution=1", "model=two_layer_mlp"))
-    many = train(make_cfg("data.steps_per_execution=6", "model=two_layer_mlp", run="grouped"))
-    assert one["trainer"].global_step == many["trainer"].global_step == 2 * 32  # optimiser steps
-    for p1, p2 in zip(one["module"].parameters(), many["module"].parameters()):
+class BackwardCounter(L.Callback):
+    """Listens to a per-step hook, so the optimiser steps must go through Lightning's dispatch."""
+
+    calls = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls += 1
+
+
+def test_direct_grouped_steps_train_step_for_step_like_lightnings_own(make_cfg):
+    lightning_path = train(make_cfg("data.steps_per_execution=1", "model=two_layer_mlp",
+                                    "+callbacks.counter._target_=tests.test_training.BackwardCounter"))
+    direct = train(make_cfg("data.steps_per_execution=6", "model=two_layer_mlp", run="grouped"))
+    assert not lightning_path["module"]._direct_steps and direct["module"]._direct_steps
+    (counter,) = [c for c in lightning_path["trainer"].callbacks if isinstance(c, BackwardCounter)]
+    assert counter.calls == lightning_path["trainer"].global_step == direct["trainer"].global_step == 2 * 32
+    for p1, p2 in zip(lightning_path["module"].parameters(), direct["module"].parameters()):
         assert torch.equal(p1, p2)
     for key in ("test/acc", "test/loss"):
-        assert one["metrics"][key] == many["metrics"][key]
+        assert lightning_path["metrics"][key] == direct["metrics"][key]
