@@ -11,7 +11,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from digits_zoo.errors import ConfigError
 from digits_zoo.losses import LOSSES
@@ -40,6 +40,7 @@ class DigitClassifier(L.LightningModule):
         lr: float = 1e-3,
         eps: float = 1e-7,
         weight_decay: float = 0.0,
+        compile: bool = False,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -47,18 +48,21 @@ class DigitClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model = create_model(model, **(model_kwargs or {}))
         self.loss_fn = LOSSES[loss]
+        # a compiled forward for the steps; a bound method, so the state dict keeps plain keys
+        self._forward = torch.compile(self.model.forward) if compile else self.model.forward
         # One optimiser step per batch, however many batches a training step is given (see
         # TensorLoader's steps_per_execution): the same training, less of Lightning's per-step cost.
         self.automatic_optimization = False
         self._direct_steps = False  # decided in on_train_start
         num_classes = self.model.num_classes
-        # Keyed "<stage>_<name>" (a bare "train" key would clash with nn.Module.train). Argument
-        # checks and NaN checks are off: they read values back from the device on every update.
+        # Keyed "<stage>_<name>" (a bare "train" key would clash with nn.Module.train). Accuracy is
+        # the mean of right answers: micro-averaged like Keras' "accuracy", and unlike
+        # MulticlassAccuracy's bincount it never reads values back from the device. NaN checks
+        # would do that too, so they are off.
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
             self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
-            # micro average = the fraction of images classified right, as Keras' "accuracy"
-            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+            self.metrics[f"{stage}_acc"] = MeanMetric(nan_strategy="disable")
         for stage in ("val", "test"):
             self.metrics[f"{stage}_confusion"] = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
@@ -69,9 +73,9 @@ class DigitClassifier(L.LightningModule):
         """`batch` is one (x, y) batch or a list of consecutive ones: one optimiser step each."""
         batches = batch if isinstance(batch[0], (list, tuple)) else [batch]
         optimizer = self.optimizers()
-        losses, logits, targets = [], [], []
+        losses, weights, logits, targets = [], [], [], []
         for x, y in batches:
-            out = self.model(x)
+            out = self._forward(x)
             loss = self.loss_fn(out, y)
             if self._direct_steps:
                 # What Lightning's own step would do here, without its per-step dispatch (which
@@ -86,13 +90,17 @@ class DigitClassifier(L.LightningModule):
                 self.manual_backward(loss)
                 optimizer.step()
             losses.append(loss.detach())
+            weights.append(torch.full_like(losses[-1], len(y)))
             logits.append(out.detach())
             targets.append(y)
-        sizes = torch.tensor([len(y) for y in targets], device=loss.device)
-        self.metrics["train_loss"].update(torch.stack(losses), weight=sizes)
-        self.metrics["train_acc"].update(torch.cat(logits), torch.cat(targets))
+        self._accumulate("train", torch.stack(losses), torch.stack(weights), torch.cat(logits), torch.cat(targets))
         self.log("loss", losses[-1], prog_bar=True, logger=False)  # the latest batch's, on the bar
         return losses[-1]
+
+    def _accumulate(self, stage: str, loss: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Add batches to the epoch's mean loss (weighted by batch size) and accuracy."""
+        self.metrics[f"{stage}_loss"].update(loss, weight=weight)
+        self.metrics[f"{stage}_acc"].update((logits.argmax(dim=1) == y).float())
 
     def on_train_start(self) -> None:
         """Optimiser steps can skip Lightning's dispatch only where it would do nothing: one device,
@@ -108,9 +116,9 @@ class DigitClassifier(L.LightningModule):
 
     def _evaluation_step(self, batch, stage: str) -> None:
         x, y = batch
-        logits = self.model(x)
-        self.metrics[f"{stage}_loss"].update(self.loss_fn(logits, y), weight=len(y))
-        self.metrics[f"{stage}_acc"].update(logits, y)
+        logits = self._forward(x)
+        loss = self.loss_fn(logits, y)
+        self._accumulate(stage, loss, torch.full_like(loss, len(y)), logits, y)
         self.metrics[f"{stage}_confusion"].update(logits, y)
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -122,7 +130,7 @@ class DigitClassifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Probabilities through the model's output activation (sigmoid for the seed's models)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.model.probabilities(self.model(x))
+        return self.model.probabilities(self._forward(x))
 
     def _log_epoch(self, stage: str) -> None:
         """Epoch means, computed (and synchronised across processes) once per epoch, not per step."""

@@ -62,6 +62,7 @@ def train(cfg: DictConfig) -> dict:
         model=cfg.model.name,
         model_kwargs=OmegaConf.to_container(cfg.model, resolve=True).get("kwargs") or {},
         loss=cfg.loss,
+        compile=cfg.model.get("compile", False),
         **cfg.optimizer,
     )
     validation = datamodule.has_validation

@@ -1,0 +1,79 @@
+"""The training step path is ready for a GPU: batches arrive on the module's device, and the step
+reads no values back to the host (which on a GPU would wait for the device on every step)."""
+
+import traceback
+
+import lightning as L
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from digits_zoo.callbacks import BatchProgressBar
+from digits_zoo.data import MNISTDataModule
+from digits_zoo.module import DigitClassifier
+from digits_zoo.training import train
+
+HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
+              torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.nonzero}
+
+
+class HostReads(TorchFunctionMode):
+    """Records calls that copy tensor values to the host, except inside torch's optimisers (Adam
+    keeps its step counter on the CPU on every device and reads it there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS and not any("/torch/optim/" in frame.filename for frame in traceback.extract_stack()):
+            self.reads.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+class Watched(DigitClassifier):
+    """Checks every training step: where its batches live, and what it reads back."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads, self.devices = [], set()
+
+    def training_step(self, batch, batch_idx):
+        self.devices |= {tensor.device for pair in batch for tensor in pair}
+        sync_debug = torch.cuda.is_available() and self.device.type == "cuda"
+        if sync_debug:
+            torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+        try:
+            with HostReads() as watch:
+                return super().training_step(batch, batch_idx)
+        finally:
+            self.reads += watch.reads
+            if sync_debug:
+                torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("accelerator", [
+    "cpu",
+    pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
+])
+def test_training_steps_get_batches_on_their_device_and_read_nothing_back(tiny_data, tmp_path, accelerator):
+    module = Watched(model="flatten_mlp")
+    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, callbacks=[BatchProgressBar()], default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=MNISTDataModule(tiny_data, val_size=200, steps_per_execution=4, download=False))
+    assert module.devices == {module.device}
+    assert module.reads == []
+    assert trainer.global_step == 32
+
+
+def test_bf16_mixed_precision_trains(make_cfg):
+    output = train(make_cfg("trainer.precision=bf16-mixed", "trainer.max_epochs=3"))
+    assert output["module"]._direct_steps  # autocast needs no gradient scaler: same fast path
+    assert output["metrics"]["test/acc"] > 0.9
+
+
+def test_compiled_forward_keeps_plain_checkpoint_keys(make_cfg):
+    output = train(make_cfg("model=single_dense", "model.compile=true", "trainer.max_epochs=1"))
+    keys = torch.load(output["metrics"]["best_checkpoint"], weights_only=True)["state_dict"]
+    assert set(keys) == {"model.head.weight", "model.head.bias"}
+    assert output["metrics"]["test/acc"] > 0.5
