@@ -4,7 +4,8 @@
 
 Runs the two commands alternately (start-up, training and evaluation included) and prints each
 wall time, digits_zoo's training seconds from its results.json (the rest is start-up and test), and
-the medians. `--keras-python` is an interpreter with TensorFlow (see benchmarks/seed_keras.py);
+the medians; then digits_zoo's start-up in parts (imports, config composition, data loading), each
+measured in a fresh interpreter. `--keras-python` is an interpreter with TensorFlow (see benchmarks/seed_keras.py);
 without it only digits_zoo is timed. Data come from DIGITS_ZOO_DATA_DIR.
 """
 
@@ -20,6 +21,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+STARTUP = f"""
+import time
+start = time.perf_counter()
+import digits_zoo.training  # torch, torchvision, lightning, torchmetrics, hydra
+imported = time.perf_counter()
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+with initialize_config_dir(config_dir={str(ROOT / "configs")!r}, version_base="1.3"):
+    cfg = compose("train", overrides=["experiment=seed_parity", "paths.output_dir=unused"])
+composed = time.perf_counter()
+datamodule = instantiate(cfg.data)
+datamodule.prepare_data()
+datamodule.setup()
+loaded = time.perf_counter()
+print(f"start-up: imports {{imported - start:.2f}} s, config {{composed - imported:.2f}} s, "
+      f"data {{loaded - composed:.2f}} s")
+"""
 
 
 def wall(command: list[str]) -> float:
@@ -49,6 +68,7 @@ def main() -> None:
     print(f"median wall: digits_zoo {statistics.median(ours):.1f} s (training {statistics.median(fits):.1f} s, "
           f"start-up and test {statistics.median(o - f for o, f in zip(ours, fits)):.1f} s)"
           + (f", seed Keras {statistics.median(keras):.1f} s" if keras else ""))
+    subprocess.run([sys.executable, "-c", STARTUP], check=True)
 
 
 if __name__ == "__main__":
