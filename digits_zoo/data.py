@@ -16,6 +16,10 @@ from digits_zoo.errors import ConfigError, DataError
 DATA_DIR_ENV = "DIGITS_ZOO_DATA_DIR"
 
 
+def one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "data")
 
@@ -191,11 +195,10 @@ class MNISTDataModule(L.LightningDataModule):
             try:
                 read_sn3_pascalvincent_tensor(str(path))
             except Exception as file_error:
-                detail = str(file_error) or type(file_error).__name__
-                return DataError(f"{path} is truncated or corrupt ({detail}); replace it with the original file.")
+                return DataError(f"{path} is truncated or corrupt ({one_line(file_error)}); replace it with the original file.")
         if "not found" in str(error):
             return self._missing_error("incomplete folder")
-        return DataError(f"could not read {self.raw_dir}: {error}")
+        return DataError(f"could not read {self.raw_dir}: {one_line(error)}")
 
     @property
     def has_validation(self) -> bool:

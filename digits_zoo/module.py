@@ -48,8 +48,8 @@ class DigitClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model = create_model(model, **(model_kwargs or {}))
         self.loss_fn = LOSSES[loss]
-        # a compiled forward for the steps; a bound method, so the state dict keeps plain keys
-        self._forward = torch.compile(self.model.forward) if compile else self.model.forward
+        if compile:
+            self.model.compile()  # in place: the state dict keeps its plain keys
         # One optimiser step per batch, however many batches a training step is given (see
         # TensorLoader's steps_per_execution): the same training, less of Lightning's per-step cost.
         self.automatic_optimization = False
@@ -75,7 +75,7 @@ class DigitClassifier(L.LightningModule):
         optimizer = self.optimizers()
         losses, weights, logits, targets = [], [], [], []
         for x, y in batches:
-            out = self._forward(x)
+            out = self.model(x)
             loss = self.loss_fn(out, y)
             if self._direct_steps:
                 # What Lightning's own step would do here, without its per-step dispatch (which
@@ -116,7 +116,7 @@ class DigitClassifier(L.LightningModule):
 
     def _evaluation_step(self, batch, stage: str) -> None:
         x, y = batch
-        logits = self._forward(x)
+        logits = self.model(x)
         loss = self.loss_fn(logits, y)
         self._accumulate(stage, loss, torch.full_like(loss, len(y)), logits, y)
         self.metrics[f"{stage}_confusion"].update(logits, y)
@@ -130,7 +130,7 @@ class DigitClassifier(L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Probabilities through the model's output activation (sigmoid for the seed's models)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.model.probabilities(self._forward(x))
+        return self.model.probabilities(self.model(x))
 
     def _log_epoch(self, stage: str) -> None:
         """Epoch means, computed (and synchronised across processes) once per epoch, not per step."""
