@@ -18,6 +18,7 @@ from digits_zoo.losses import LOSSES
 from digits_zoo.registry import create_model
 
 STAGES = ("train", "val", "test")
+MISTAKES_SHOWN = 20
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 NO_SCALER_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true")
 
@@ -65,6 +66,8 @@ class DigitClassifier(L.LightningModule):
             self.metrics[f"{stage}_acc"] = MeanMetric(nan_strategy="disable")
         for stage in ("val", "test"):
             self.metrics[f"{stage}_confusion"] = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.history: dict[int, dict[str, float]] = {}  # epoch -> {"train/loss": ..., "val/acc": ...}
+        self._mistakes: tuple[torch.Tensor, ...] = ()  # the test's most confident mistakes so far
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -120,6 +123,19 @@ class DigitClassifier(L.LightningModule):
         loss = self.loss_fn(logits, y)
         self._accumulate(stage, loss, torch.full_like(loss, len(y)), logits, y)
         self.metrics[f"{stage}_confusion"].update(logits, y)
+        if stage == "test":
+            self._keep_confident_mistakes(x, y, logits)
+
+    def _keep_confident_mistakes(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
+        """Keep the MISTAKES_SHOWN wrong answers given with the highest probability (no host reads:
+        right answers score -1 instead of being filtered out)."""
+        confidence, pred = self.model.probabilities(logits.float()).max(dim=1)
+        score = torch.where(pred != y, confidence, -1.0)
+        candidates = (score, x, y, pred)
+        if self._mistakes:
+            candidates = tuple(torch.cat(pair) for pair in zip(self._mistakes, candidates))
+        keep = candidates[0].topk(min(MISTAKES_SHOWN, len(candidates[0]))).indices
+        self._mistakes = tuple(t[keep] for t in candidates)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
@@ -135,7 +151,10 @@ class DigitClassifier(L.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         """Epoch means, computed (and synchronised across processes) once per epoch, not per step."""
         for name in ("loss", "acc"):
-            self.log(f"{stage}/{name}", self._compute_and_reset(f"{stage}_{name}"), prog_bar=True)
+            value = self._compute_and_reset(f"{stage}_{name}")
+            self.log(f"{stage}/{name}", value, prog_bar=True)
+            if stage != "test" and not self.trainer.sanity_checking:
+                self.history.setdefault(self.current_epoch, {})[f"{stage}/{name}"] = value.item()
         # the loggers' x axis in optimiser steps; Lightning would count its own steps, fewer with
         # groups of batches, and adds "epoch" only when it picks the step itself
         self.log_dict({"step": float(self.global_step), "epoch": float(self.current_epoch)})
@@ -152,15 +171,22 @@ class DigitClassifier(L.LightningModule):
             figure = confusion_matrix_figure(confusion, "Validation confusion matrix")
             self._tensorboard.experiment.add_figure("val/confusion_matrix", figure, self.current_epoch)
 
+    def on_test_epoch_start(self) -> None:
+        self._mistakes = ()
+
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
         confusion = self._compute_and_reset("test_confusion")
         if self.trainer.is_global_zero:
-            from digits_zoo.plots import save_confusion_matrix
+            from digits_zoo.plots import save_run_plots
 
-            figure = save_confusion_matrix(confusion, self.trainer.default_root_dir, title="Test confusion matrix")
+            score, images, true, pred = self._mistakes
+            wrong = score >= 0
+            figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history,
+                                     (images[wrong], true[wrong], pred[wrong], score[wrong]))
             if self._tensorboard is not None:
-                self._tensorboard.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
+                for name, figure in figures.items():
+                    self._tensorboard.experiment.add_figure(f"test/{name}", figure, self.global_step)
 
     def _compute_and_reset(self, name: str) -> torch.Tensor:
         value = self.metrics[name].compute()

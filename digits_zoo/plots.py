@@ -1,4 +1,4 @@
-"""Pictures and tables of results. matplotlib is imported here only, on first use."""
+"""The pictures and tables of a run. matplotlib is imported here only, on first use."""
 
 from __future__ import annotations
 
@@ -8,37 +8,111 @@ from pathlib import Path
 import torch
 
 
-def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion matrix"):
-    """Counts with true class on the rows and predicted class on the columns, digits on both axes."""
+def _figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    counts = confusion.cpu().long()
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion matrix", normalize: bool = False):
+    """True digit on the rows, predicted digit on the columns; counts, or shares of each row."""
+    counts = confusion.cpu().double()
     n = counts.shape[0]
     accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
-    fig = Figure(figsize=(6.4, 5.6), dpi=100, layout="constrained")
+    values = counts / counts.sum(dim=1, keepdim=True).clamp(min=1) if normalize else counts
+    fig = _figure(6.4, 5.6)
     ax = fig.subplots()
-    image = ax.imshow(counts.numpy(), cmap="Blues")
+    image = ax.imshow(values.numpy(), cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    threshold = counts.max().item() / 2
+    threshold = values.max().item() / 2
     for true in range(n):
         for pred in range(n):
-            value = counts[true, pred].item()
-            ax.text(pred, true, str(value), ha="center", va="center", fontsize=7 if value >= 1000 else 8,
+            value = values[true, pred].item()
+            text = f"{value:.2f}".lstrip("0") if normalize else f"{value:.0f}"
+            if normalize and value == 0:
+                text = "0"
+            ax.text(pred, true, text, ha="center", va="center", fontsize=7 if len(text) > 3 else 8,
                     color="white" if value > threshold else "black")
+    kind = " (share of each true digit)" if normalize else ""
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit",
-           title=f"{title} (accuracy {100 * accuracy:.2f}%)")
+           title=f"{title}{kind}, accuracy {100 * accuracy:.2f}%")
     return fig
 
 
-def save_confusion_matrix(confusion: torch.Tensor, out_dir: str | Path, stem: str = "confusion_matrix", title: str = "Confusion matrix"):
-    """Write `<stem>.csv` and `<stem>.png` to `out_dir`; returns the figure (e.g. for TensorBoard)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def per_class_accuracy_figure(confusion: torch.Tensor):
+    """Share of each true digit classified right, with the overall accuracy as a line."""
+    counts = confusion.cpu().double()
+    per_class = counts.diag() / counts.sum(dim=1).clamp(min=1)
+    overall = counts.diag().sum().item() / max(counts.sum().item(), 1)
+    fig = _figure(6.4, 3.6)
+    ax = fig.subplots()
+    bars = ax.bar(range(len(per_class)), 100 * per_class.numpy(), color="tab:blue")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.axhline(100 * overall, color="tab:red", linestyle="--", linewidth=1, label=f"overall {100 * overall:.2f}%")
+    low = max(0.0, 100 * per_class.min().item() - 5)
+    ax.set(xticks=range(len(per_class)), xlabel="true digit", ylabel="accuracy (%)", ylim=(low, 100.5),
+           title="Test accuracy per digit")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def training_curves_figure(history: dict[int, dict[str, float]]):
+    """Loss and accuracy per epoch, training and (where there is one) validation."""
+    epochs = sorted(history)
+    fig = _figure(9.0, 3.6)
+    for ax, metric, label in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
+        for stage, style in (("train", "o-"), ("val", "s--")):
+            points = [(e + 1, history[e][f"{stage}/{metric}"]) for e in epochs if f"{stage}/{metric}" in history[e]]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, style, label={"train": "training", "val": "validation"}[stage])
+        ax.set(xlabel="epoch", ylabel=label, title=f"{label.capitalize()} per epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, confidence: torch.Tensor):
+    """The test images the model got wrong most confidently, in a grid with their labels."""
+    count = len(images)
+    columns = min(count, 5)
+    rows = -(-count // columns) if count else 1
+    fig = _figure(1.7 * max(columns, 1), 1.95 * rows)
+    fig.suptitle("Most confident mistakes (true → predicted, confidence)")
+    axes = fig.subplots(rows, max(columns, 1), squeeze=False).flat
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, t, p, c in zip(fig.axes, images.cpu(), true.tolist(), pred.tolist(), confidence.tolist()):
+        ax.imshow(image.squeeze(0).float().numpy(), cmap="gray_r")
+        ax.set_title(f"{t} → {p}, {c:.2f}", fontsize=9)
+    if not count:
+        fig.axes[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    return fig
+
+
+def write_confusion_csv(confusion: torch.Tensor, path: Path) -> None:
     counts = confusion.cpu().long().tolist()
-    with open(out_dir / f"{stem}.csv", "w", newline="") as file:
+    with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["true\\predicted", *range(len(counts))])
         writer.writerows([true, *row] for true, row in enumerate(counts))
-    fig = confusion_matrix_figure(confusion, title)
-    fig.savefig(out_dir / f"{stem}.png")
-    return fig
+
+
+def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, mistakes: tuple) -> dict:
+    """Write the run folder's pictures (PNG) and the confusion matrix (CSV); returns the figures
+    by name (e.g. for TensorBoard). `mistakes` is (images, true, pred, confidence)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_confusion_csv(confusion, out_dir / "confusion_matrix.csv")
+    figures = {
+        "confusion_matrix": confusion_matrix_figure(confusion, "Test confusion matrix"),
+        "confusion_matrix_normalized": confusion_matrix_figure(confusion, "Test confusion matrix", normalize=True),
+        "per_class_accuracy": per_class_accuracy_figure(confusion),
+        "mistakes": mistakes_figure(*mistakes),
+    }
+    if history:
+        figures["training_curves"] = training_curves_figure(history)
+    for name, figure in figures.items():
+        figure.savefig(out_dir / f"{name}.png")
+    return figures

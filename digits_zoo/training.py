@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from digits_zoo.leaderboard import markdown
 from digits_zoo.module import DigitClassifier
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,13 @@ def train(cfg: DictConfig) -> dict:
     # the best checkpoint on val/acc; without validation, the final weights
     (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
 
+    # counted from 1: the epoch after which the tested weights were saved
+    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if best else trainer.current_epoch
     results = {
         "model": cfg.model.name,
         "params": sum(p.numel() for p in module.model.parameters()),
         "epochs": trainer.current_epoch,
+        "best_epoch": best_epoch,
         "train_seconds": round(train_seconds, 2),
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
@@ -94,9 +99,5 @@ def train(cfg: DictConfig) -> dict:
         "seed": cfg.seed,
     }
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    log.info(
-        "%s: test accuracy %.2f%%, test loss %.4f | %s parameters | epochs: %d, %.1f s | run folder %s",
-        results["model"], 100 * results["test/acc"], results["test/loss"], f"{results['params']:,}",
-        results["epochs"], train_seconds, out_dir,
-    )
+    log.info("Summary\n\n%s\nrun folder: %s", markdown([results]), out_dir)
     return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}

@@ -21,7 +21,7 @@ def test_train_py_trains_and_writes_the_run_folder(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["model"] == "softmax_mlp" and results["test/acc"] > 0.5
-    assert "softmax_mlp: test accuracy" in result.stdout  # the closing summary
+    assert "| softmax_mlp | 79,510 | 1 |" in result.stdout  # the closing summary table
     assert "Traceback" not in result.stderr
 
 
@@ -40,3 +40,25 @@ def test_unknown_model_name_is_one_line_with_the_closest_match(tiny_data, tmp_pa
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: unknown model 'flatten_mpl'; did you mean 'flatten_mlp'?"), line
+
+
+def test_a_sweep_ends_with_a_leaderboard_and_the_command_rebuilds_it(tiny_data, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train("-m", "model=single_dense,softmax_mlp", f"data.data_dir={tiny_data}", "data.val_size=200",
+                       "trainer.max_epochs=1", "trainer.log_every_n_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = (sweep / "leaderboard.md").read_text()
+    assert table in result.stdout
+    rows = [line for line in table.splitlines() if line.startswith("| single_dense") or line.startswith("| softmax_mlp")]
+    assert len(rows) == 2
+    assert len((sweep / "leaderboard.csv").read_text().splitlines()) == 3
+
+    rebuilt = subprocess.run([sys.executable, "-m", "digits_zoo.leaderboard", str(sweep / "0_single_dense"),
+                              str(sweep / "1_softmax_mlp"), "--out", str(tmp_path / "board")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert rebuilt.returncode == 0 and rebuilt.stdout == table
+    assert (tmp_path / "board" / "leaderboard.csv").is_file()
+
+    missing = subprocess.run([sys.executable, "-m", "digits_zoo.leaderboard", str(tmp_path / "nope")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no such folder")

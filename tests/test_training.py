@@ -30,6 +30,7 @@ def test_results_json_holds_the_test_metrics(run):
     output, out = run
     results = json.loads((out / "results.json").read_text())
     assert results["model"] == "flatten_mlp" and results["params"] == 79_510 and results["epochs"] == 2
+    assert results["best_epoch"] in (1, 2)
     assert results["test/acc"] == output["metrics"]["test/acc"] > 0.9  # the synthetic digits are easy
     assert results["test/loss"] > 0 and results["train_seconds"] > 0
     assert results["best_checkpoint"].endswith(".ckpt") and 0 < results["best_val/acc"] <= 1
@@ -43,6 +44,14 @@ def test_run_folder_holds_config_checkpoints_and_per_epoch_metrics(run):
     rows = list(csv.DictReader(open(out / "csv" / "metrics.csv")))
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= set(rows[0])
     assert len([r for r in rows if r["train/acc"]]) == 2 and len([r for r in rows if r["val/acc"]]) == 2
+
+
+@pytest.mark.parametrize("name", ["confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy",
+                                  "mistakes", "training_curves"])
+def test_every_plot_is_a_valid_png(run, name):
+    _, out = run
+    image = imread(out / f"{name}.png")
+    assert image.ndim == 3 and min(image.shape[:2]) > 100 and image.std() > 0
 
 
 def test_confusion_matrix_is_written_as_csv_and_png(run):
@@ -60,7 +69,8 @@ def test_tensorboard_gets_the_confusion_matrices(run):
 
     _, out = run
     events = EventAccumulator(str(out / "tensorboard")).Reload()
-    assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(events.Tags()["images"])
+    assert {"val/confusion_matrix", "test/confusion_matrix", "test/confusion_matrix_normalized",
+            "test/per_class_accuracy", "test/mistakes", "test/training_curves"} <= set(events.Tags()["images"])
 
 
 def test_checkpoint_loads_without_the_config(run):
