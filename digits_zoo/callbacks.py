@@ -1,17 +1,18 @@
-"""Callbacks that the configs name."""
+"""Callbacks that the configs name: progress bars that count batches."""
 
 from __future__ import annotations
 
-from lightning.pytorch.callbacks import TQDMProgressBar
+import sys
+
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 
 
-class BatchProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, counting batches (optimiser steps) rather than Lightning steps,
-    which differ when each Lightning step runs several (`data.steps_per_execution`)."""
+class _CountBatches:
+    """Count batches (optimiser steps) rather than Lightning steps, which differ when each
+    Lightning step runs several (`data.steps_per_execution`)."""
 
-    def __init__(self, refresh_rate: int = 20, leave: bool = False):
-        super().__init__(refresh_rate=refresh_rate, leave=leave)
-        self._epoch_start_step = self._shown = 0
+    _epoch_start_step = 0
 
     @property
     def total_train_batches(self) -> int | float:
@@ -22,13 +23,46 @@ class BatchProgressBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
-        self._epoch_start_step = self._shown = trainer.global_step
+        self._epoch_start_step = trainer.global_step
+
+    def batches_done(self, trainer) -> int:
+        return trainer.global_step - self._epoch_start_step
+
+
+class BatchProgressBar(_CountBatches, TQDMProgressBar):
+    """Lightning's tqdm bar, counting batches."""
+
+    def __init__(self, refresh_rate: int = 20, leave: bool = False):
+        super().__init__(refresh_rate=refresh_rate, leave=leave)
+        self._shown = 0
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self._shown = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        done, bar = trainer.global_step - self._epoch_start_step, self.train_progress_bar
+        done, bar = self.batches_done(trainer), self.train_progress_bar
         if bar is None or bar.disable or not (done - self._shown >= self.refresh_rate or done >= bar.total):
             return
-        self._shown = done
-        bar.n = done
+        self._shown = bar.n = done
         bar.refresh()
         bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+class RichBatchProgressBar(_CountBatches, RichProgressBar):
+    """Lightning's rich bar, counting batches."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()  # resumed in the middle of an epoch
+        self._update(self.train_progress_bar_id, self.batches_done(trainer))
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+
+def progress_bar(refresh_rate: int = 20) -> ProgressBar:
+    """Lightning's rich bar on a terminal; tqdm's where output goes to a file or a pipe (CI, logs),
+    which rich would fill with redrawn frames."""
+    if sys.stderr.isatty() and sys.stdout.isatty():
+        return RichBatchProgressBar(refresh_rate=1)  # rich redraws at its own pace
+    return BatchProgressBar(refresh_rate=refresh_rate)

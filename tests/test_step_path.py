@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from digits_zoo.callbacks import BatchProgressBar
+from digits_zoo.callbacks import BatchProgressBar, RichBatchProgressBar
 from digits_zoo.data import MNISTDataModule
 from digits_zoo.module import DigitClassifier
 from digits_zoo.training import train
@@ -77,3 +77,23 @@ def test_compiled_forward_keeps_plain_checkpoint_keys(make_cfg):
     keys = torch.load(output["metrics"]["best_checkpoint"], weights_only=True)["state_dict"]
     assert set(keys) == {"model.head.weight", "model.head.bias"}
     assert output["metrics"]["test/acc"] > 0.5
+
+
+@pytest.mark.parametrize("bar_class", [BatchProgressBar, RichBatchProgressBar])
+def test_progress_bars_count_batches_not_lightning_steps(tiny_data, tmp_path, bar_class):
+    seen = []
+
+    class Look(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if isinstance(bar, BatchProgressBar):
+                seen.append((bar.train_progress_bar.n, bar.train_progress_bar.total))
+            else:
+                task = bar.progress.tasks[bar.train_progress_bar_id]
+                seen.append((task.completed, task.total))
+
+    bar = bar_class()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, callbacks=[bar, Look()], default_root_dir=tmp_path)
+    trainer.fit(DigitClassifier(model="single_dense"),
+                datamodule=MNISTDataModule(tiny_data, val_size=200, steps_per_execution=5, download=False))
+    assert seen == [(32, 32), (32, 32)]  # 1,000 images in batches of 32, in 7 Lightning steps
