@@ -11,13 +11,9 @@ import torch
 import torchvision
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-from digits_zoo.errors import ConfigError, DataError
+from digits_zoo.errors import ConfigError, DataError, one_line
 
 DATA_DIR_ENV = "DIGITS_ZOO_DATA_DIR"
-
-
-def one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def default_data_dir() -> Path:

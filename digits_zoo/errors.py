@@ -1,6 +1,11 @@
 """The project's own errors: each one carries a message a user can act on, printed as one line."""
 
 
+def one_line(error: Exception) -> str:
+    """An exception's message on one line (library messages often span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class DigitsZooError(Exception):
     """Base of the errors that `train.py` reports as a single line instead of a stack trace."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,7 +24,8 @@ def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
     for conf in (cfg.get("callbacks") or {}).values():
         if conf is None:
             continue
-        if not validation and issubclass(get_class(conf._target_), ModelCheckpoint):
+        target = get_object(conf._target_)  # a class, or a factory such as callbacks.progress_bar
+        if not validation and isinstance(target, type) and issubclass(target, ModelCheckpoint):
             # nothing to rank a "best" by: keep last.ckpt, the final weights, only
             callbacks.append(instantiate(conf, monitor=None, save_top_k=0))
         else:

@@ -1,6 +1,6 @@
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from digits_zoo import create_model, list_models
@@ -29,7 +29,7 @@ def test_every_group_option_composes(group, option):
     cfg = compose_train(f"{group}={option}")
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     for node in (cfg.data, cfg.trainer, *(cfg.logger or {}).values(), *cfg.callbacks.values()):
-        get_class(node._target_)  # every target imports
+        get_object(node._target_)  # every target imports
 
 
 def test_loggers_combine():

@@ -1,0 +1,177 @@
+"""Predict the digit in your own pictures with a trained model.
+
+    python -m digits_zoo.predict IMAGE [IMAGE ...] --model SOURCE [--json] [--save-input DIR]
+
+SOURCE is a checkpoint (`*.ckpt`) or a run folder made by train.py. Each picture is prepared the
+way MNIST was (see `digits_zoo.preprocess`) and all of them go through the model in one batch.
+Exit codes: 0 all predicted, 1 some picture could not be read, 2 the model could not be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from digits_zoo.errors import DigitsZooError, one_line
+from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
+
+
+class ModelSourceError(DigitsZooError):
+    """A --model that is missing or is not a digits_zoo checkpoint or run folder."""
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """The checkpoint file for `source`: the file itself, or in a run folder the best
+    checkpoint named in `results.json`, else `checkpoints/last.ckpt`."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ModelSourceError(f"{source}: no such checkpoint file or run folder")
+    results = path / "results.json"
+    if results.is_file():
+        try:
+            best = json.loads(results.read_text()).get("best_checkpoint")
+        except (ValueError, AttributeError) as error:
+            raise ModelSourceError(f"{results}: not a train.py results file ({one_line(error)})") from None
+        if best:
+            # results.json holds the path at training time; a moved run folder still has the file
+            for candidate in (Path(best), path / "checkpoints" / Path(best).name):
+                if candidate.is_file():
+                    return candidate
+    last = path / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return last
+    raise ModelSourceError(f"{source}: no checkpoint in this folder (expected results.json's best_checkpoint or checkpoints/last.ckpt)")
+
+
+def trained_standardized(checkpoint: Path) -> bool:
+    """Whether the run that wrote `checkpoint` (in `<run>/checkpoints/`) had `data.standardize` on;
+    the checkpoint itself does not say, and the training mean and std are not kept."""
+    config = checkpoint.resolve().parent.parent / "config.yaml"
+    if not config.is_file():
+        return False
+    from omegaconf import OmegaConf
+
+    try:
+        return bool(OmegaConf.select(OmegaConf.load(config), "data.standardize", default=False))
+    except Exception:  # not train.py's config: nothing to say
+        return False
+
+
+def load_model(source: str | Path) -> torch.nn.Module:
+    """The trained network (in eval mode, on the CPU) from a checkpoint or a run folder."""
+    from digits_zoo.module import DigitClassifier  # imports Lightning: only when a model is loaded
+
+    checkpoint = resolve_checkpoint(source)
+    try:
+        # weights_only: a checkpoint from elsewhere cannot run code when unpickled. Lightning may
+        # print while it loads; stdout is kept for the predictions (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            module = DigitClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip, key and type errors alike: not a usable checkpoint
+        raise ModelSourceError(f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
+    return module.model.eval()
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: torch.Tensor) -> list[dict]:
+    """For each (1, 28, 28) image: the digit, its probability and the top three, from the model's
+    own output activation (sigmoid scores are reported as they are, not renormalised)."""
+    probabilities = model.probabilities(model(images))
+    top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+    return [
+        {
+            "digit": int(digits[0]),
+            "probability": round(float(values[0]), 6),
+            "top3": [{"digit": int(d), "probability": round(float(p), 6)} for d, p in zip(digits, values)],
+        }
+        for values, digits in zip(top.values, top.indices)
+    ]
+
+
+def _save_name(file: str, used: set[str]) -> str:
+    """`<stem>.28x28.png`, numbered if another picture of this call has the same stem."""
+    stem, n, name = Path(file).stem, 1, f"{Path(file).stem}.28x28.png"
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.28x28.png"
+    used.add(name)
+    return name
+
+
+def _format(result: dict) -> str:
+    top = ", ".join(f"{t['digit']}: {t['probability']:.3f}" for t in result["top3"])
+    return f"{result['file']}: {result['digit']} (probability {result['probability']:.3f})   top 3: {top}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m digits_zoo.predict",
+        description="Predict the digit in each picture (PNG, JPEG, ...: any size, dark ink on light "
+        "paper or light ink on dark) with a model trained by train.py.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="picture files")
+    parser.add_argument("--model", required=True, metavar="SOURCE",
+                        help="a checkpoint (*.ckpt) or a run folder of train.py (uses its best checkpoint, else last.ckpt)")
+    parser.add_argument("--json", action="store_true", help="print one JSON list to stdout instead of text")
+    parser.add_argument("--save-input", type=Path, metavar="DIR",
+                        help="save the 28x28 picture the model saw as DIR/<stem>.28x28.png")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        checkpoint = resolve_checkpoint(args.model)
+        model = load_model(checkpoint)
+        if args.save_input:
+            args.save_input.mkdir(parents=True, exist_ok=True)
+    except (ModelSourceError, OSError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    if trained_standardized(checkpoint):
+        print(f"warning: {checkpoint} was trained with data.standardize=true, but pictures are only scaled "
+              "by 1/255 here (the training mean and std are not saved), so predictions may be wrong", file=sys.stderr)
+
+    results: list[dict] = [{"file": file} for file in args.images]
+    good, digits = [], []
+    for result in results:
+        try:
+            digits.append(prepare_image(result["file"]))
+            good.append(result)
+        except ImageError as error:
+            result["error"] = str(error)
+            print(f"error: {result['file']}: {error}", file=sys.stderr)
+
+    if good:  # one forward pass for all readable pictures
+        for result, prediction in zip(good, predict(model, to_tensor(digits))):
+            result.update(prediction, activation=model.output_activation)
+    if args.save_input:
+        used: set[str] = set()
+        for result, digit in zip(good, digits):
+            path = args.save_input / _save_name(result["file"], used)
+            Image.fromarray(digit).save(path)
+            result["input_28x28"] = str(path)
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif good:
+        if model.output_activation == "sigmoid":
+            print("probabilities: sigmoid outputs, one per digit, scored independently (they need not sum to 1)")
+        else:
+            print(f"probabilities: {model.output_activation} outputs")
+        for result in results:
+            if "error" not in result:  # errors were already reported on stderr
+                print(_format(result))
+    return 1 if len(good) < len(results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

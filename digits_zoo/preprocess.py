@@ -1,0 +1,123 @@
+"""People's own digit pictures -> 28x28 inputs prepared the way MNIST itself was prepared.
+
+MNIST's recipe (LeCun et al.): ink bright on a dark background, the digit's bounding box scaled
+to fit a 20x20 box with its aspect ratio kept (antialiased, hence grey edges), then placed in a
+28x28 field so that the centre of mass of the pixel intensities is at the centre, (14, 14) in
+pixel indices (the MNIST test set's mean is (13.99, 14.01)).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digits_zoo.errors import DigitsZooError
+
+SIZE, BOX = 28, 20
+# Ink is what stands out from the background by more than this share of the picture's contrast:
+# paper texture, JPEG ringing and sensor noise stay below it, pen strokes well above it.
+INK_THRESHOLD = 0.2
+# Less contrast than this (in 0-255 levels) between background and brightest pixel: nothing drawn.
+MIN_CONTRAST = 16
+
+
+class ImageError(DigitsZooError):
+    """A picture that cannot be read or holds no digit; the message says what is wrong."""
+
+
+def read_grey(path: str | Path) -> np.ndarray:
+    """The picture at `path` as float32 greyscale in [0, 255]; `ImageError` if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError("no such file" if not path.exists() else "not a file")
+    if path.stat().st_size == 0:
+        raise ImageError("empty file")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later
+            return to_grey(image)
+    except UnidentifiedImageError:
+        raise ImageError("not an image (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"too large to decode safely ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow's ways of saying "corrupt"
+        raise ImageError(f"truncated or corrupt image ({' '.join(str(error).split())})") from None
+
+
+def to_grey(image: Image.Image) -> np.ndarray:
+    """Float32 greyscale in [0, 255]: upright as the camera meant, transparency resolved."""
+    image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways
+    if image.mode.startswith("I"):  # 16-bit greyscale PNG
+        return np.asarray(image, dtype=np.float32) / 257
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    rgba = image.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
+    grey = np.asarray(rgba.convert("L"), dtype=np.float32)
+    # Seen on a page, transparency is white. But strokes drawn on a transparent canvas (most of
+    # the picture transparent) may be white themselves, so there the backdrop is whichever of
+    # black or white contrasts with the visible pixels.
+    background = 255.0
+    if (alpha < 0.5).mean() > 0.5 and (alpha * grey).sum() > 127 * alpha.sum():
+        background = 0.0
+    return alpha * grey + (1 - alpha) * background
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    """The pixels of a frame about 2% of the picture wide (at least one pixel)."""
+    k = max(1, min(grey.shape) // 50)
+    return np.concatenate([grey[:k].ravel(), grey[-k:].ravel(), grey[:, :k].ravel(), grey[:, -k:].ravel()])
+
+
+def to_mnist(grey: np.ndarray) -> np.ndarray:
+    """A greyscale picture (any size, either polarity) -> the 28x28 uint8 digit, MNIST-style."""
+    grey = np.asarray(grey, dtype=np.float32)
+    if grey.ndim != 2 or min(grey.shape) == 0:
+        raise ImageError(f"expected a 2-D greyscale picture, got shape {grey.shape}")
+    # The background is what the border mostly shows. If it is on the light side of the
+    # picture's range, this is dark ink on paper: invert so that ink is bright, as in MNIST.
+    background = float(np.median(_border(grey)))
+    if background > (grey.min() + grey.max()) / 2:
+        grey, background = 255 - grey, 255 - background
+    contrast = float(grey.max()) - background
+    if contrast < MIN_CONTRAST:
+        raise ImageError("no digit found (the picture is blank)")
+    # Background to 0, brightest ink to 1 (MNIST strokes peak at full brightness), then drop
+    # what is below the ink threshold so texture neither widens the box nor greys the field.
+    ink = np.clip((grey - background) / contrast, 0, 1)
+    ink = np.clip((ink - INK_THRESHOLD) / (1 - INK_THRESHOLD), 0, 1)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    # Fit into 20x20 keeping the aspect ratio; Lanczos on floats antialiases large reductions.
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = np.asarray(Image.fromarray(crop * 255).resize(size, Image.Resampling.LANCZOS))
+    digit = np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    if not digit.any():  # a speck that vanished when scaled
+        raise ImageError("no digit found (only specks)")
+
+    # Centre of mass of what the model will see -> (14, 14), by a whole-pixel shift.
+    mass = digit.astype(np.float64)
+    cy = (mass.sum(axis=1) * np.arange(mass.shape[0])).sum() / mass.sum()
+    cx = (mass.sum(axis=0) * np.arange(mass.shape[1])).sum() / mass.sum()
+    top = int(np.clip(round(SIZE / 2 - cy), 0, SIZE - digit.shape[0]))
+    left = int(np.clip(round(SIZE / 2 - cx), 0, SIZE - digit.shape[1]))
+    field = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return field
+
+
+def prepare_image(source: str | Path | Image.Image) -> np.ndarray:
+    """A picture file or PIL image -> the 28x28 uint8 digit the model sees (times 1/255)."""
+    grey = to_grey(source) if isinstance(source, Image.Image) else read_grey(source)
+    return to_mnist(grey)
+
+
+def to_tensor(digits: list[np.ndarray]) -> torch.Tensor:
+    """28x28 uint8 digits -> float (N, 1, 28, 28) in [0, 1]: the data module's 1/255 scaling."""
+    return torch.from_numpy(np.stack(digits)).unsqueeze(1).float().div_(255)

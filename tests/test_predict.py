@@ -1,0 +1,281 @@
+"""`python -m digits_zoo.predict`: MNIST-style preparation of people's pictures, and the command.
+
+The fast tier draws its own pictures and uses a barely trained model; the real-data tier trains
+`flatten_mlp` on MNIST and checks that test digits dressed up as photos keep their labels.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from digits_zoo.data import MNISTDataModule
+from digits_zoo.module import DigitClassifier
+from digits_zoo.predict import load_model, main, resolve_checkpoint
+from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
+from tests.conftest import ROOT
+
+STROKES = [(400, 80), (520, 80), (450, 330)]  # a "7", well off the centre of a 640x480 canvas
+
+
+def drawing(ink: int = 255, paper: int = 0, texture: int = 0, size=(640, 480), strokes=STROKES, width=22) -> np.ndarray:
+    """A greyscale picture of a thick polyline; `texture` adds that much uniform noise to it all."""
+    image = Image.new("L", size, paper)
+    ImageDraw.Draw(image).line(strokes, fill=ink, width=width, joint="curve")
+    grey = np.asarray(image, dtype=np.int16)
+    if texture:
+        grey = grey + np.random.default_rng(0).integers(-texture, texture + 1, size=grey.shape)
+    return np.clip(grey, 0, 255).astype(np.uint8)
+
+
+def ink_box(digit: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def centre_of_mass(digit: np.ndarray) -> tuple[float, float]:
+    mass = digit.astype(np.float64)
+    index = np.arange(digit.shape[0])
+    return (mass.sum(1) * index).sum() / mass.sum(), (mass.sum(0) * index).sum() / mass.sum()
+
+
+# ---------------------------------------------------------------- preprocessing (fast tier)
+
+
+@pytest.mark.parametrize(
+    "strokes, size",
+    [
+        (STROKES, (640, 480)),  # tall, asymmetric: centre of mass is not the box centre
+        ([(30, 40), (250, 60)], (300, 900)),  # wide, in a corner of a tall canvas
+        ([(700, 500), (705, 505)], (800, 600)),  # a small dot, near the bottom-right
+    ],
+)
+def test_an_off_centre_drawing_is_boxed_in_20x20_and_centred_by_mass(strokes, size):
+    digit = prepare_image(Image.fromarray(drawing(strokes=strokes, size=size)))
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8
+    height, width = ink_box(digit)
+    assert max(height, width) <= 20 and max(height, width) >= 19  # scaled to fill the 20x20 box
+    cy, cx = centre_of_mass(digit)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1, (cy, cx)
+
+
+def test_dark_ink_on_paper_and_light_ink_on_black_give_the_same_digit():
+    light_on_dark = prepare_image(Image.fromarray(drawing(ink=250, paper=10)))
+    dark_on_paper = prepare_image(Image.fromarray(drawing(ink=40, paper=225, texture=8)))  # textured paper
+    difference = np.abs(light_on_dark.astype(int) - dark_on_paper)
+    assert difference.max() <= 24 and difference.mean() <= 2  # the texture on the ink itself remains
+    assert ink_box(dark_on_paper) == ink_box(light_on_dark)  # the texture did not widen the box
+
+
+def test_colour_and_transparent_pictures_give_the_same_digit():
+    reference = prepare_image(Image.fromarray(drawing()))
+    mask = Image.fromarray(drawing())
+    blue_on_cream = Image.composite(Image.new("RGB", mask.size, (20, 30, 170)), Image.new("RGB", mask.size, (250, 240, 205)), mask)
+    black_on_clear = Image.new("RGBA", mask.size, (0, 0, 0, 0))
+    black_on_clear.putalpha(mask)  # a drawing app's export: black strokes, transparent canvas
+    white_on_clear = Image.new("RGBA", mask.size, (255, 255, 255, 0))
+    white_on_clear.putalpha(mask)  # white strokes on a transparent canvas (dark-mode apps)
+    opaque_rgba = blue_on_cream.convert("RGBA")
+    for picture in (blue_on_cream, black_on_clear, white_on_clear, opaque_rgba):
+        digit = prepare_image(picture)
+        assert np.abs(digit.astype(int) - reference).max() <= 16, picture.mode
+
+
+def test_a_blank_picture_is_an_error_not_a_digit():
+    with pytest.raises(ImageError, match="no digit"):
+        prepare_image(Image.new("L", (100, 100), 200))
+
+
+def test_tensor_is_the_data_modules_1_over_255_scaling():
+    digit = prepare_image(Image.fromarray(drawing()))
+    x = to_tensor([digit, digit])
+    assert x.shape == (2, 1, 28, 28) and x.dtype == torch.float32
+    assert torch.equal(x[0, 0], torch.from_numpy(digit).float() / 255)
+
+
+# ---------------------------------------------------------------- the command (fast tier)
+
+
+def save_checkpoint(path: Path, data_dir: Path, model: str = "flatten_mlp") -> Path:
+    """A barely trained model (one optimiser step on the tiny data) saved as Lightning saves it."""
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, accelerator="cpu",
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(DigitClassifier(model=model), datamodule=MNISTDataModule(data_dir, download=False, val_size=0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.ckpt", tiny_data)
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> dict[str, Path]:
+    """Good pictures (PNG and JPEG) and broken ones: text named .png, an empty file, a cut PNG."""
+    folder = tmp_path_factory.mktemp("pictures")
+    paths = {name: folder / name for name in ("seven.png", "seven.jpg", "x.png", "empty.png", "truncated.png")}
+    Image.fromarray(drawing(ink=30, paper=235)).save(paths["seven.png"])
+    Image.fromarray(drawing()).convert("RGB").save(paths["seven.jpg"], quality=85)
+    paths["x.png"].write_text("this is not a picture\n")
+    paths["empty.png"].touch()
+    png = paths["seven.png"].read_bytes()
+    paths["truncated.png"].write_bytes(png[: len(png) // 2])
+    return paths
+
+
+def test_broken_files_are_one_line_each_and_the_good_one_is_still_predicted(checkpoint, pictures):
+    broken = [pictures[name] for name in ("x.png", "empty.png", "truncated.png")]
+    result = subprocess.run(
+        [sys.executable, "-m", "digits_zoo.predict", str(pictures["seven.png"]), *map(str, broken), "--model", str(checkpoint)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and all(any(line.startswith(f"error: {path}: ") for line in errors) for path in broken), result.stderr
+    assert "truncated or corrupt" in result.stderr and "empty file" in result.stderr and "not an image" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("probabilities: sigmoid")  # says which activation produced them
+    assert len(lines) == 2 and lines[1].startswith(f"{pictures['seven.png']}: ") and "top 3: " in lines[1]
+
+
+def test_json_is_all_of_stdout_with_a_result_or_an_error_per_file(checkpoint, pictures, capsys):
+    files = [str(pictures["seven.png"]), str(pictures["seven.jpg"]), str(pictures["x.png"])]
+    assert main([*files, "--model", str(checkpoint), "--json"]) == 1
+    out = capsys.readouterr().out
+    results = json.loads(out)  # the whole of stdout
+    assert [r["file"] for r in results] == files
+    for good in results[:2]:
+        assert set(good) == {"file", "digit", "probability", "top3", "activation"} and good["activation"] == "sigmoid"
+        assert good["digit"] == good["top3"][0]["digit"] and good["probability"] == good["top3"][0]["probability"]
+        assert len(good["top3"]) == 3 and len({t["digit"] for t in good["top3"]}) == 3
+        probabilities = [t["probability"] for t in good["top3"]]
+        assert probabilities == sorted(probabilities, reverse=True) and all(0 <= p <= 1 for p in probabilities)
+    assert set(results[2]) == {"file", "error"}
+
+
+def test_probabilities_are_the_models_own_from_one_batch(checkpoint, pictures, capsys):
+    files = [str(pictures["seven.png"]), str(pictures["seven.jpg"])]
+    assert main([*files, "--model", str(checkpoint), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    model = load_model(checkpoint)
+    with torch.inference_mode():
+        probabilities = torch.sigmoid(model(to_tensor([prepare_image(f) for f in files])))  # not renormalised
+    for result, expected in zip(results, probabilities):
+        assert result["probability"] == pytest.approx(float(expected.max()), abs=1e-6)
+
+
+def test_save_input_writes_the_28x28_the_model_saw(checkpoint, pictures, tmp_path, capsys):
+    out = tmp_path / "seen"
+    assert main([str(pictures["seven.png"]), str(pictures["seven.jpg"]), "--model", str(checkpoint), "--save-input", str(out)]) == 0
+    # same stem twice: the second is numbered rather than overwriting the first
+    saved = {path.name: path for path in out.iterdir()}
+    assert set(saved) == {"seven.28x28.png", "seven-2.28x28.png"}
+    for name, source in (("seven.28x28.png", "seven.png"), ("seven-2.28x28.png", "seven.jpg")):
+        with Image.open(saved[name]) as image:
+            assert image.format == "PNG" and image.size == (28, 28) and image.mode == "L"
+            assert np.array_equal(np.asarray(image), prepare_image(pictures[source]))
+
+
+def test_a_run_folder_uses_its_best_checkpoint_else_last(tiny_data, checkpoint, pictures, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    (run / "results.json").write_text(json.dumps({"best_checkpoint": None}))
+    assert resolve_checkpoint(run) == run / "checkpoints" / "last.ckpt"
+    assert main([str(pictures["seven.png"]), "--model", str(run)]) == 0
+    assert capsys.readouterr().out.startswith("probabilities: sigmoid")
+
+    # a best checkpoint (here a softmax model) wins over last.ckpt, even after the folder moved
+    best = save_checkpoint(run / "checkpoints" / "best-epoch00.ckpt", tiny_data, model="softmax_mlp")
+    (run / "results.json").write_text(json.dumps({"best_checkpoint": f"/elsewhere/checkpoints/{best.name}"}))
+    assert resolve_checkpoint(run) == best
+    assert main([str(pictures["seven.png"]), "--model", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["activation"] == "softmax"
+
+
+def test_a_run_trained_on_standardized_pixels_is_warned_about(checkpoint, pictures, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    (run / "config.yaml").write_text("data:\n  standardize: true\n")
+    assert main([str(pictures["seven.png"]), "--model", str(run), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["digit"] in range(10)
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("warning: ") and "data.standardize=true" in line
+
+
+@pytest.mark.parametrize("source", ["missing.ckpt", "not_a_checkpoint.ckpt", "empty_folder"])
+def test_an_unusable_model_is_one_line_and_exit_code_2(source, pictures, tmp_path, capsys):
+    (tmp_path / "not_a_checkpoint.ckpt").write_text("hello")
+    (tmp_path / "empty_folder").mkdir()
+    assert main([str(pictures["seven.png"]), "--model", str(tmp_path / source)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / source}")
+
+
+# ---------------------------------------------------------------- real-data tier
+
+
+def as_photo(digit: np.ndarray, variant: int, rng: np.random.Generator) -> Image.Image:
+    """An MNIST digit (28x28 in [0, 1]) as a person's picture: enlarged, off-centre on a larger
+    canvas, as white-on-black, black-on-white, or blue/black ink on cream paper with texture."""
+    side = int(rng.integers(200, 300))
+    big = Image.fromarray(np.uint8(np.rint(digit * 255))).resize((side, side), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (int(rng.integers(side + 80, 700)), int(rng.integers(side + 60, 600))), 0)
+    canvas.paste(big, (int(rng.integers(0, canvas.width - side)), int(rng.integers(0, canvas.height - side))))
+    ink = np.asarray(canvas, dtype=np.float32)[..., None] / 255
+    if variant == 0:
+        return canvas  # light ink on dark, as MNIST
+    if variant == 1:
+        return Image.fromarray(np.uint8(255 - ink[..., 0] * 255))  # dark ink on white
+    paper = np.array([245, 238, 210], np.float32) + rng.normal(0, 4, size=ink.shape[:2] + (3,))
+    pen = np.array([25, 35, 150] if variant == 2 else [20, 20, 20], np.float32)
+    return Image.fromarray(np.uint8(np.clip(paper * (1 - ink) + pen * ink, 0, 255)))
+
+
+@pytest.mark.real_data
+def test_mnist_test_digits_as_photos_keep_their_labels(real_data_dir, make_cfg, tmp_path, capsys):
+    from digits_zoo.training import train
+
+    # make_cfg holds out 200 images, so the run folder's results.json names a best checkpoint
+    output = train(make_cfg("model=flatten_mlp", "trainer.max_epochs=2", data_dir=real_data_dir))
+    run = tmp_path / "run"  # make_cfg's run folder
+    assert resolve_checkpoint(run) == Path(output["metrics"]["best_checkpoint"])
+    model = load_model(run)
+
+    datamodule = MNISTDataModule(real_data_dir, download=False)
+    datamodule.setup()
+    images, labels = datamodule.splits["test"]
+    with torch.inference_mode():
+        right = (model(images[:200]).argmax(1) == labels[:200]).nonzero().flatten()[:30]
+    assert len(right) == 30
+
+    rng = np.random.default_rng(0)
+    files, expected = [], []
+    for n, i in enumerate(right.tolist()):
+        photo = as_photo(images[i, 0].numpy(), variant=n % 4, rng=rng)
+        path = tmp_path / f"digit{n:02d}.{'jpg' if n % 2 else 'png'}"
+        photo.save(path, **({"quality": 90} if path.suffix == ".jpg" else {}))
+        files.append(str(path))
+        expected.append(int(labels[i]))
+    capsys.readouterr()
+    assert main([*files, "--model", str(run), "--json"]) == 0
+    predicted = [result.get("digit") for result in json.loads(capsys.readouterr().out)]
+    share = np.mean(np.array(predicted) == np.array(expected))
+    with capsys.disabled():
+        print(f"\nphotos of MNIST test digits predicted right: {share:.0%} of {len(files)}")
+    assert share >= 0.9, list(zip(files, expected, predicted))
