@@ -27,6 +27,7 @@ def test_gradients_reach_every_parameter(model):
 
 
 def test_features_and_head_compose_to_forward(model):
+    model.eval()  # dropout off
     x = torch.rand(4, 1, 28, 28)
     features = model.forward_features(x)
     assert features.shape == (4, model.num_features)

@@ -60,3 +60,12 @@ def flatten_mlp(hidden: int = 100, num_classes: int = 10) -> MLP:
 def softmax_mlp(hidden: int = 100, num_classes: int = 10) -> MLP:
     """The seed's future work: `flatten_mlp` with a softmax output instead of sigmoid."""
     return MLP(hidden=(hidden,), num_classes=num_classes, output_activation="softmax", flatten_layer=True)
+
+
+@register_model
+def mlp_bn_dropout(hidden: int = 100, dropout: float = 0.2, num_classes: int = 10) -> MLP:
+    """The seed's future work: `flatten_mlp` with batch-norm and dropout, and a softmax output."""
+    model = MLP(hidden=(hidden,), num_classes=num_classes, output_activation="softmax", flatten_layer=True)
+    flatten, dense, relu = model.features
+    model.features = torch.nn.Sequential(flatten, dense, torch.nn.BatchNorm1d(hidden), relu, torch.nn.Dropout(dropout))
+    return model
