@@ -7,6 +7,8 @@ import sys
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 
+from digits_zoo.data import batches_per_epoch
+
 
 class _CountBatches:
     """Count batches (optimiser steps) rather than Lightning steps, which differ when each
@@ -16,10 +18,7 @@ class _CountBatches:
 
     @property
     def total_train_batches(self) -> int | float:
-        total = super().total_train_batches  # Lightning steps, after limit_train_batches
-        loader = self.trainer.train_dataloader
-        per_step = getattr(loader, "steps_per_execution", 1)
-        return min(total * per_step, getattr(loader, "num_batches", float("inf")))
+        return batches_per_epoch(self.trainer)
 
     def on_train_epoch_start(self, trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 import torchvision
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
@@ -20,6 +21,29 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "data")
 
 
+def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float, scale: float,
+                  translate: float, background: float = 0.0) -> torch.Tensor:
+    """Each image of the batch rotated by up to `degrees`, scaled by up to 1 +- `scale` and shifted
+    by up to `translate` of its size, in one `grid_sample` on the batch's own device."""
+    n = len(images)
+    u = (torch.rand(n, 4, generator=generator) * 2 - 1).to(images.device, non_blocking=True)
+    angle = torch.deg2rad(u[:, 0] * degrees)
+    zoom = 1 + u[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # the grid maps output to input
+    theta = torch.stack([torch.stack([cos, -sin, 2 * translate * u[:, 2]], 1),
+                         torch.stack([sin, cos, 2 * translate * u[:, 3]], 1)], 1).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images - background, grid, align_corners=False) + background
+
+
+def batches_per_epoch(trainer: L.Trainer) -> int | float:
+    """Batches (optimiser steps) in one training epoch. Lightning counts its own steps, which with
+    TensorLoader's steps_per_execution are groups of batches, the last one maybe shorter."""
+    loader = trainer.train_dataloader
+    per_step = getattr(loader, "steps_per_execution", 1)
+    return min(trainer.num_training_batches * per_step, getattr(loader, "num_batches", float("inf")))
+
+
 class EpochShuffle:
     """The order of each epoch is a function of (seed, epoch) alone, so a resumed epoch replays
     the same batches. Lightning calls `set_epoch` on a loader's `sampler` before every epoch."""
@@ -30,8 +54,10 @@ class EpochShuffle:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def permutation(self) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def permutation(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.size, generator=generator)
 
 
@@ -53,8 +79,10 @@ class TensorLoader:
         batch_size: int,
         shuffle_seed: int | None = None,
         steps_per_execution: int = 1,
+        augment: dict | None = None,
     ):
         self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.augment = augment  # random_affine's keyword arguments, for shuffled (training) batches
         self.steps_per_execution = steps_per_execution
         self.num_batches = math.ceil(len(labels) / batch_size)
         # DataLoader-like attributes that Lightning inspects (it calls `sampler.set_epoch`)
@@ -83,10 +111,14 @@ class TensorLoader:
             for start in range(0, n, size):
                 yield self.images[start : start + size], self.labels[start : start + size]
             return
-        order = self.sampler.permutation().to(self.labels.device)
+        generator = self.sampler.generator()  # shuffle and augmentation: from (seed, epoch) alone
+        order = self.sampler.permutation(generator).to(self.labels.device)
         for start in range(0, n, size):
             index = order[start : start + size]
-            yield self.images[index], self.labels[index]
+            images = self.images[index]
+            if self.augment:
+                images = random_affine(images, generator, **self.augment)
+            yield images, self.labels[index]
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -94,7 +126,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     The official test set stays the test set; validation is a seeded hold-out of `val_size`
     training images (0 trains on all of them, as the seed does). Pixels are scaled by 1/255 and,
-    with `standardize`, shifted and scaled by the training split's mean and std.
+    with `standardize`, shifted and scaled by the training split's mean and std. `augment`
+    ({"degrees", "scale", "translate"}) randomly transforms every training batch.
     """
 
     def __init__(
@@ -108,8 +141,10 @@ class MNISTDataModule(L.LightningDataModule):
         standardize: bool = False,
         seed: int = 0,
         download: bool = True,
+        augment: dict | None = None,
     ):
         super().__init__()
+        self.augment = dict(augment) if augment else None
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
         self.dataset_cls = getattr(torchvision.datasets, dataset)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -163,10 +198,12 @@ class MNISTDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         # uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], on the device the model trains on
         self.splits = {name: (x.to(device).unsqueeze(1).float().div_(255), y.to(device)) for name, (x, y) in splits.items()}
+        self.background = 0.0  # the value of a blank pixel, which augmentation pads with
         if self.standardize:
             mean, std = self.splits["fit"][0].mean(), self.splits["fit"][0].std()
             for x, _ in self.splits.values():
                 x.sub_(mean).div_(std)
+            self.background = float(-mean / std)
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, H, W) and int64 labels, checked for consistency."""
@@ -201,9 +238,9 @@ class MNISTDataModule(L.LightningDataModule):
         return self.val_size > 0
 
     def train_dataloader(self) -> TensorLoader:
-        return TensorLoader(
-            *self.splits["fit"], self.batch_size, shuffle_seed=self.seed, steps_per_execution=self.steps_per_execution
-        )
+        augment = {**self.augment, "background": self.background} if self.augment else None
+        return TensorLoader(*self.splits["fit"], self.batch_size, shuffle_seed=self.seed,
+                            steps_per_execution=self.steps_per_execution, augment=augment)
 
     def val_dataloader(self) -> TensorLoader:
         return TensorLoader(*self.splits["val"], self.eval_batch_size)

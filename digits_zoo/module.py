@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from digits_zoo.data import batches_per_epoch
 from digits_zoo.errors import ConfigError
 from digits_zoo.losses import LOSSES
 from digits_zoo.registry import create_model
@@ -41,11 +42,14 @@ class DigitClassifier(L.LightningModule):
         lr: float = 1e-3,
         eps: float = 1e-7,
         weight_decay: float = 0.0,
+        scheduler: str | None = None,
         compile: bool = False,
     ):
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        if scheduler not in (None, "onecycle"):
+            raise ConfigError(f"unknown optimizer.scheduler {scheduler!r}; choose null or onecycle")
         self.save_hyperparameters()
         self.model = create_model(model, **(model_kwargs or {}))
         self.loss_fn = LOSSES[loss]
@@ -75,7 +79,7 @@ class DigitClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         """`batch` is one (x, y) batch or a list of consecutive ones: one optimiser step each."""
         batches = batch if isinstance(batch[0], (list, tuple)) else [batch]
-        optimizer = self.optimizers()
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         losses, weights, logits, targets = [], [], [], []
         for x, y in batches:
             out = self.model(x)
@@ -92,6 +96,8 @@ class DigitClassifier(L.LightningModule):
                 optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(loss)
                 optimizer.step()
+            if scheduler is not None:  # per optimiser step (manual optimisation steps it by hand)
+                scheduler.step()
             losses.append(loss.detach())
             weights.append(torch.full_like(losses[-1], len(y)))
             logits.append(out.detach())
@@ -197,6 +203,13 @@ class DigitClassifier(L.LightningModule):
     def _tensorboard(self) -> TensorBoardLogger | None:
         return next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
+        if hp.scheduler is None:
+            return optimizer
+        # one cycle over all optimiser steps, peaking at lr
+        self.trainer.estimated_stepping_batches  # (loads the training loader that batches_per_epoch reads)
+        total = self.trainer.max_epochs * batches_per_epoch(self.trainer)
+        onecycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": onecycle, "interval": "step"}}

@@ -113,3 +113,25 @@ def test_steps_per_execution_groups_the_same_batches_in_the_same_order(tiny_data
     assert grouped.num_batches == single.num_batches == 32
     for (x1, y1), (x2, y2) in zip(single, [batch for group in groups for batch in group]):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_augmentation_is_fixed_by_seed_and_epoch_and_keeps_labels(tiny_data):
+    augment = {"degrees": 15, "scale": 0.1, "translate": 0.1}
+
+    def first_batch(epoch, **kwargs):
+        loader = datamodule(tiny_data, seed=3, **kwargs).train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))
+
+    plain_x, plain_y = first_batch(0)
+    x, y = first_batch(0, augment=augment)
+    assert torch.equal(y, plain_y) and x.shape == plain_x.shape and not torch.equal(x, plain_x)
+    assert torch.equal(x, first_batch(0, augment=augment)[0])
+    assert not torch.equal(x, first_batch(1, augment=augment)[0])
+    assert 0 <= x.min() and x.max() <= 1  # blank pixels stay blank
+
+
+def test_augmentation_pads_with_the_standardized_blank(tiny_data):
+    dm = datamodule(tiny_data, standardize=True, augment={"degrees": 0, "scale": 0.0, "translate": 0.5})
+    x, _ = next(iter(dm.train_dataloader()))
+    assert torch.isclose(x.min(), torch.tensor(dm.background), atol=1e-5)

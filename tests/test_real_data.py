@@ -27,3 +27,12 @@ def test_one_epoch_of_flatten_mlp_reaches_95_percent(real_data_dir, make_cfg, tm
     score, images, true, pred = output["module"]._mistakes  # the most confident mistakes, as plotted
     assert len(images) == 20 and (score >= 0).all() and (true != pred).all()
     assert (tmp_path / "run" / "mistakes.png").stat().st_size > 10_000
+
+
+def test_fashion_mnist_through_the_same_data_module(real_data_dir):
+    if not (real_data_dir / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real-data tier: no FashionMNIST/raw under {real_data_dir}")
+    dm = MNISTDataModule(real_data_dir, dataset="FashionMNIST", download=False, val_size=0)
+    dm.setup()
+    assert torch.bincount(dm.splits["fit"][1]).tolist() == [6000] * 10
+    assert torch.bincount(dm.splits["test"][1]).tolist() == [1000] * 10

@@ -128,3 +128,10 @@ def test_direct_grouped_steps_train_step_for_step_like_lightnings_own(make_cfg):
         assert torch.equal(p1, p2)
     for key in ("test/acc", "test/loss"):
         assert lightning_path["metrics"][key] == direct["metrics"][key]
+
+
+def test_onecycle_schedule_steps_once_per_optimiser_step(make_cfg, tmp_path):
+    output = train(make_cfg("optimizer.scheduler=onecycle", "data.steps_per_execution=5", "trainer.max_epochs=2"))
+    (scheduler,) = output["trainer"].lr_scheduler_configs
+    assert scheduler.scheduler.last_epoch == output["trainer"].global_step == 2 * 32
+    assert scheduler.scheduler.get_last_lr()[0] < 1e-5  # the cycle ran to its end
