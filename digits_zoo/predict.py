@@ -2,7 +2,8 @@
 
     python -m digits_zoo.predict IMAGE [IMAGE ...] --model SOURCE [--json] [--save-input DIR]
 
-SOURCE is a checkpoint (`*.ckpt`) or a run folder made by train.py. Each picture is prepared the
+SOURCE is a checkpoint (`*.ckpt`), a run folder made by train.py, or the name of a model whose
+trained weights ship with the package (e.g. `flatten_mlp`). Each picture is prepared the
 way MNIST was (see `digits_zoo.preprocess`) and all of them go through the model in one batch.
 Exit codes: 0 all predicted, 1 some picture could not be read, 2 the model could not be loaded.
 """
@@ -18,37 +19,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from digits_zoo.errors import DigitsZooError, one_line
+from digits_zoo.errors import one_line
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
-
-
-class ModelSourceError(DigitsZooError):
-    """A --model that is missing or is not a digits_zoo checkpoint or run folder."""
-
-
-def resolve_checkpoint(source: str | Path) -> Path:
-    """The checkpoint file for `source`: the file itself, or in a run folder the best
-    checkpoint named in `results.json`, else `checkpoints/last.ckpt`."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise ModelSourceError(f"{source}: no such checkpoint file or run folder")
-    results = path / "results.json"
-    if results.is_file():
-        try:
-            best = json.loads(results.read_text()).get("best_checkpoint")
-        except (ValueError, AttributeError) as error:
-            raise ModelSourceError(f"{results}: not a train.py results file ({one_line(error)})") from None
-        if best:
-            # results.json holds the path at training time; a moved run folder still has the file
-            for candidate in (Path(best), path / "checkpoints" / Path(best).name):
-                if candidate.is_file():
-                    return candidate
-    last = path / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        return last
-    raise ModelSourceError(f"{source}: no checkpoint in this folder (expected results.json's best_checkpoint or checkpoints/last.ckpt)")
+from digits_zoo.weights import WeightsError, resolve_checkpoint
 
 
 def trained_standardized(checkpoint: Path) -> bool:
@@ -65,9 +38,21 @@ def trained_standardized(checkpoint: Path) -> bool:
         return False
 
 
+def is_model_name(source: str | Path) -> bool:
+    """A registered model's name (for its shipped weights) rather than a path."""
+    from digits_zoo import list_models
+
+    return str(source) in list_models() and not Path(source).exists()
+
+
 def load_model(source: str | Path) -> torch.nn.Module:
-    """The trained network (in eval mode, on the CPU) from a checkpoint or a run folder."""
-    from digits_zoo.module import DigitClassifier  # imports Lightning: only when a model is loaded
+    """The trained network (in eval mode, on the CPU) from a checkpoint, a run folder, or the name
+    of a model whose weights ship with the package."""
+    if is_model_name(source):
+        from digits_zoo import create_model
+
+        return create_model(str(source), pretrained=True).eval()
+    from digits_zoo.module import DigitClassifier  # imports Lightning: only for checkpoints
 
     checkpoint = resolve_checkpoint(source)
     try:
@@ -76,7 +61,7 @@ def load_model(source: str | Path) -> torch.nn.Module:
         with contextlib.redirect_stdout(sys.stderr):
             module = DigitClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip, key and type errors alike: not a usable checkpoint
-        raise ModelSourceError(f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
+        raise WeightsError(f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
     return module.model.eval()
 
 
@@ -119,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="picture files")
     parser.add_argument("--model", required=True, metavar="SOURCE",
-                        help="a checkpoint (*.ckpt) or a run folder of train.py (uses its best checkpoint, else last.ckpt)")
+                        help="a checkpoint (*.ckpt), a run folder of train.py (its best checkpoint, else last.ckpt), "
+                        "or a model name for the weights shipped with digits_zoo")
     parser.add_argument("--json", action="store_true", help="print one JSON list to stdout instead of text")
     parser.add_argument("--save-input", type=Path, metavar="DIR",
                         help="save the 28x28 picture the model saw as DIR/<stem>.28x28.png")
@@ -129,14 +115,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        checkpoint = resolve_checkpoint(args.model)
-        model = load_model(checkpoint)
+        model = load_model(args.model)
         if args.save_input:
             args.save_input.mkdir(parents=True, exist_ok=True)
-    except (ModelSourceError, OSError) as error:
+    except (WeightsError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
-    if trained_standardized(checkpoint):
+    checkpoint = None if is_model_name(args.model) else resolve_checkpoint(args.model)
+    if checkpoint and trained_standardized(checkpoint):
         print(f"warning: {checkpoint} was trained with data.standardize=true, but pictures are only scaled "
               "by 1/255 here (the training mean and std are not saved), so predictions may be wrong", file=sys.stderr)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
@@ -27,8 +28,13 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(fnmatch.filter(_MODELS, pattern))
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the registered model `name` with the factory's keyword arguments."""
+def create_model(name: str, pretrained: bool | str | Path = False, **kwargs) -> nn.Module:
+    """Build the registered model `name` with the factory's keyword arguments.
+
+    `pretrained=True` loads the weights shipped with digits_zoo (checksum verified); a path loads
+    those of a Lightning checkpoint or a train.py run folder. With another `num_classes` than the
+    weights', the classifier stays fresh and the rest loads.
+    """
     try:
         factory = _MODELS[name]
     except KeyError:
@@ -37,4 +43,9 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise UnknownModelError(
             f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}"
         ) from None
-    return factory(**kwargs)
+    model = factory(**kwargs)
+    if pretrained is not False:
+        from digits_zoo.weights import load_pretrained
+
+        load_pretrained(model, name, pretrained)
+    return model

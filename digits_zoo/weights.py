@@ -1,0 +1,148 @@
+"""Trained weights: those shipped with the package, or those of a run folder or checkpoint.
+
+    python -m digits_zoo.weights export RUN_FOLDER   # ship a run's tested weights (maintainers)
+
+Shipped weights live in `digits_zoo/weights/<model>.pt` (a plain state dict) with a manifest that
+records, for each, the command that trained it, the seed, the test accuracy measured and the
+file's SHA-256, which loading verifies. Everything is read with `torch.load(weights_only=True)`:
+loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from digits_zoo.errors import DigitsZooError, one_line
+
+SHIPPED = Path(__file__).parent / "weights"
+MANIFEST = SHIPPED / "manifest.json"
+
+
+class WeightsError(DigitsZooError):
+    """Weights that are missing, damaged or do not fit the model."""
+
+
+def manifest() -> dict[str, dict]:
+    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """The checkpoint file for `source`: the file itself, or in a run folder the best checkpoint
+    named in `results.json`, else `checkpoints/last.ckpt`."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise WeightsError(f"{source}: no such checkpoint file or run folder")
+    results = path / "results.json"
+    if results.is_file():
+        try:
+            best = json.loads(results.read_text()).get("best_checkpoint")
+        except (ValueError, AttributeError) as error:
+            raise WeightsError(f"{results}: not a train.py results file ({one_line(error)})") from None
+        if best:
+            # results.json holds the path at training time; a moved run folder still has the file
+            for candidate in (Path(best), path / "checkpoints" / Path(best).name):
+                if candidate.is_file():
+                    return candidate
+    last = path / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return last
+    raise WeightsError(f"{source}: no checkpoint in this folder (expected results.json's best_checkpoint "
+                       "or checkpoints/last.ckpt)")
+
+
+def _load(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip, pickle and type errors alike: not a weights file
+        raise WeightsError(f"{path}: not a readable weights file ({type(error).__name__}: {one_line(error)})") from None
+
+
+def shipped_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The weights shipped for model `name`, after checking their SHA-256 against the manifest."""
+    entry = manifest().get(name)
+    if entry is None:
+        raise WeightsError(f"no shipped weights for {name!r}; shipped: {', '.join(sorted(manifest())) or 'none'}")
+    path = SHIPPED / entry["file"]
+    if not path.is_file() or sha256(path) != entry["sha256"]:
+        raise WeightsError(f"{path} is missing or damaged (SHA-256 differs from the manifest); reinstall digits_zoo")
+    return _load(path)
+
+
+def run_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
+    """The network's weights from a Lightning checkpoint or a run folder of train.py."""
+    checkpoint = _load(resolve_checkpoint(source))
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not state:
+        raise WeightsError(f"{source}: not a digits_zoo checkpoint (no state_dict)")
+    return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+
+
+def load_pretrained(model: nn.Module, name: str, source: bool | str | Path = True) -> None:
+    """Load shipped weights (`source=True`) or a run's into `model`. Where the classifier's shape
+    differs (another number of classes) it keeps its fresh head and the rest loads."""
+    state = shipped_state_dict(name) if source is True else run_state_dict(source)
+    own = model.state_dict()
+    head = {f"head.{key}" for key in model.get_classifier().state_dict()}
+    if any(key in state and state[key].shape != own[key].shape for key in head):
+        state = {key: value for key, value in state.items() if key not in head}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [key for key in missing if key not in head] + list(unexpected)
+    if wrong or (missing and set(missing) != head):
+        raise WeightsError(f"the weights from {source if source is not True else 'the package'} do not fit "
+                           f"{name}: {', '.join(wrong[:5]) or 'head'}; were they trained with other settings?")
+
+
+def export(run_dir: Path) -> dict:
+    """Ship the tested weights of a train.py run folder: `<model>.pt` plus its manifest entry."""
+    results = json.loads((run_dir / "results.json").read_text())
+    overrides = (run_dir / ".hydra" / "overrides.yaml")
+    args = [line.removeprefix("- ").strip() for line in overrides.read_text().splitlines()] if overrides.is_file() else []
+    args = [a for a in args if not a.startswith(("hydra.", "data.data_dir"))]
+    name = results["model"]
+    SHIPPED.mkdir(exist_ok=True)
+    path = SHIPPED / f"{name}.pt"
+    torch.save({k: v.contiguous() for k, v in run_state_dict(run_dir).items()}, path)
+    entries = manifest()
+    entries[name] = {
+        "file": path.name,
+        "sha256": sha256(path),
+        "command": " ".join(["python train.py", *args]),
+        "seed": results["seed"],
+        "test_acc": results["test/acc"],
+        "test_loss": results["test/loss"],
+        "epochs": results["epochs"],
+    }
+    MANIFEST.write_text(json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
+    return entries[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Ship a train.py run's tested weights with the package.")
+    parser.add_argument("command", choices=["export"])
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_FOLDER")
+    args = parser.parse_args(argv)
+    for run_dir in args.run_dirs:
+        try:
+            entry = export(run_dir)
+        except (DigitsZooError, OSError, KeyError, ValueError) as error:
+            print(f"error: {run_dir}: {one_line(error)}", file=sys.stderr)
+            return 1
+        print(f"{run_dir}: {entry['file']} ({100 * entry['test_acc']:.2f}%, sha256 {entry['sha256'][:12]}...)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

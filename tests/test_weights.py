@@ -1,0 +1,90 @@
+"""Weights shipped with the package, and weights from runs, loaded into zoo models."""
+
+import shutil
+
+import pytest
+import torch
+
+from digits_zoo import create_model, list_models
+from digits_zoo import weights as weights_module
+from digits_zoo.data import MNISTDataModule
+from digits_zoo.weights import WeightsError, manifest, sha256
+
+ALL_MODELS = list_models()
+
+
+def test_every_registered_model_ships_weights_of_a_documented_run():
+    entries = manifest()
+    assert set(entries) == set(ALL_MODELS)
+    for entry in entries.values():
+        assert entry["command"].startswith("python train.py") and 0.9 < entry["test_acc"] <= 1
+        assert isinstance(entry["seed"], int)
+    total = sum((weights_module.SHIPPED / e["file"]).stat().st_size for e in entries.values())
+    assert total < 10_000_000
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_shipped_weights_load_exactly(name):
+    model = create_model(name, pretrained=True)
+    shipped = torch.load(weights_module.SHIPPED / manifest()[name]["file"], weights_only=True)
+    assert model.state_dict().keys() == shipped.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in shipped.items())
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_another_number_of_classes_gets_a_fresh_head_and_the_rest_loads(name):
+    trained = create_model(name, pretrained=True)
+    model = create_model(name, pretrained=True, num_classes=3)
+    assert model.get_classifier().weight.shape == (3, model.num_features)
+    for key, value in model.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(value, trained.state_dict()[key]), key
+
+
+def test_a_damaged_weights_file_is_refused(tmp_path, monkeypatch):
+    shutil.copytree(weights_module.SHIPPED, tmp_path / "weights")
+    monkeypatch.setattr(weights_module, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setattr(weights_module, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    path = tmp_path / "weights" / manifest()["flatten_mlp"]["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert sha256(path) != manifest()["flatten_mlp"]["sha256"]
+    with pytest.raises(WeightsError, match="damaged"):
+        create_model("flatten_mlp", pretrained=True)
+
+
+def test_weights_from_a_run_folder_or_checkpoint(make_cfg, tmp_path):
+    from digits_zoo.training import train
+
+    output = train(make_cfg("model=single_dense", "trainer.max_epochs=1"))
+    trained = output["module"].model.state_dict()
+    for source in (tmp_path / "run", output["metrics"]["best_checkpoint"]):
+        model = create_model("single_dense", pretrained=source)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+    with pytest.raises(WeightsError, match="do not fit"):
+        create_model("flatten_mlp", pretrained=tmp_path / "run")
+    with pytest.raises(WeightsError, match="no such checkpoint"):
+        create_model("single_dense", pretrained=tmp_path / "nowhere")
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_shipped_weights_reach_their_recorded_test_accuracy(name, real_data_dir):
+    test_x, test_y = _test_set(real_data_dir)
+    model = create_model(name, pretrained=True).eval()
+    with torch.inference_mode():
+        predictions = torch.cat([model(x).argmax(1) for x in test_x.split(1000)])
+    accuracy = (predictions == test_y).float().mean().item()
+    assert abs(accuracy - manifest()[name]["test_acc"]) <= 0.001
+
+
+_CACHE = {}
+
+
+def _test_set(root):
+    if root not in _CACHE:
+        dm = MNISTDataModule(root, download=False, val_size=0)
+        dm.setup()
+        _CACHE[root] = dm.splits["test"]
+    return _CACHE[root]
