@@ -126,7 +126,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     The official test set stays the test set; validation is a seeded hold-out of `val_size`
     training images (0 trains on all of them, as the seed does). Pixels are scaled by 1/255 and,
-    with `standardize`, shifted and scaled by the training split's mean and std. `augment`
+    with `standardize`, shifted and scaled by the training split's mean and std. `train_size`
+    keeps that many training images (a label budget, e.g. for transfer experiments). `augment`
     ({"degrees", "scale", "translate"}) randomly transforms every training batch.
     """
 
@@ -138,6 +139,7 @@ class MNISTDataModule(L.LightningDataModule):
         steps_per_execution: int = 1,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
+        train_size: int | None = None,
         standardize: bool = False,
         seed: int = 0,
         download: bool = True,
@@ -150,6 +152,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.steps_per_execution = steps_per_execution
         self.val_size, self.standardize, self.seed, self.download = val_size, standardize, seed, download
+        self.train_size = train_size  # a label budget: train on this many of the remaining images
         self.num_classes = len(self.dataset_cls.classes)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -190,6 +193,10 @@ class MNISTDataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_size must be in [0, {len(train_y)}), got {self.val_size}")
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.seed))
         val_index, fit_index = order[: self.val_size], order[self.val_size :]
+        if self.train_size is not None:
+            if not 0 < self.train_size <= len(fit_index):
+                raise ConfigError(f"data.train_size must be in [1, {len(fit_index)}], got {self.train_size}")
+            fit_index = fit_index[: self.train_size]  # the seeded order makes this a random subset
         splits = {
             "fit": (train_x[fit_index], train_y[fit_index]),
             "val": (train_x[val_index], train_y[val_index]),

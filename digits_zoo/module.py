@@ -44,6 +44,7 @@ class DigitClassifier(L.LightningModule):
         weight_decay: float = 0.0,
         scheduler: str | None = None,
         compile: bool = False,
+        freeze_features: bool = False,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -53,6 +54,9 @@ class DigitClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model = create_model(model, **(model_kwargs or {}))
         self.loss_fn = LOSSES[loss]
+        if freeze_features:  # a linear probe: only the head learns
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(name.startswith("head."))
         if compile:
             self.model.compile()  # in place: the state dict keeps its plain keys
         # One optimiser step per batch, however many batches a training step is given (see
@@ -110,6 +114,12 @@ class DigitClassifier(L.LightningModule):
         """Add batches to the epoch's mean loss (weighted by batch size) and accuracy."""
         self.metrics[f"{stage}_loss"].update(loss, weight=weight)
         self.metrics[f"{stage}_acc"].update((logits.argmax(dim=1) == y).float())
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.freeze_features:  # frozen features: batch-norm statistics and dropout too
+            for name, module in self.model.named_children():
+                if name != "head":
+                    module.eval()
 
     def on_train_start(self) -> None:
         """Optimiser steps can skip Lightning's dispatch only where it would do nothing: one device,
@@ -205,7 +215,8 @@ class DigitClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         if hp.scheduler is None:
             return optimizer
         # one cycle over all optimiser steps, peaking at lr

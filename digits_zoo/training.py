@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.leaderboard import markdown
 from digits_zoo.module import DigitClassifier
+from digits_zoo.weights import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,13 @@ def train(cfg: DictConfig) -> dict:
         model_kwargs=OmegaConf.to_container(cfg.model, resolve=True).get("kwargs") or {},
         loss=cfg.loss,
         compile=cfg.model.get("compile", False),
+        freeze_features=cfg.model.get("freeze_features", False),
         **cfg.optimizer,
     )
+    if cfg.model.get("pretrained"):
+        load_pretrained(module.model, cfg.model.name, cfg.model.pretrained)
+        if cfg.model.get("reset_head"):
+            module.model.reset_classifier(module.model.num_classes)
     validation = datamodule.has_validation
     loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf is not None]
     trainer: L.Trainer = instantiate(

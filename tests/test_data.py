@@ -135,3 +135,11 @@ def test_augmentation_pads_with_the_standardized_blank(tiny_data):
     dm = datamodule(tiny_data, standardize=True, augment={"degrees": 0, "scale": 0.0, "translate": 0.5})
     x, _ = next(iter(dm.train_dataloader()))
     assert torch.isclose(x.min(), torch.tensor(dm.background), atol=1e-5)
+
+
+def test_a_label_budget_keeps_a_seeded_subset_of_the_training_images(tiny_data):
+    dm = datamodule(tiny_data, train_size=100)
+    assert len(dm.splits["fit"][1]) == 100 and len(dm.splits["val"][1]) == 200
+    assert torch.equal(dm.splits["fit"][0], datamodule(tiny_data, train_size=100).splits["fit"][0])
+    with pytest.raises(ConfigError, match="train_size"):
+        datamodule(tiny_data, train_size=1001)

@@ -88,3 +88,27 @@ def _test_set(root):
         dm.setup()
         _CACHE[root] = dm.splits["test"]
     return _CACHE[root]
+
+
+def test_linear_probe_trains_only_a_fresh_head_on_pretrained_features(make_cfg):
+    from digits_zoo.training import train
+
+    shipped = create_model("mlp_bn_dropout", pretrained=True).state_dict()
+    output = train(make_cfg("model=mlp_bn_dropout", "model.pretrained=true", "model.reset_head=true",
+                            "model.freeze_features=true", "data.train_size=300", "trainer.max_epochs=2"))
+    state = output["module"].model.state_dict()
+    for key, value in state.items():
+        if key.startswith("head."):
+            assert not torch.equal(value, shipped[key]), key  # fresh, then trained
+        else:
+            assert torch.equal(value, shipped[key]), key  # weights and batch-norm statistics alike
+
+
+def test_fine_tuning_starts_from_the_pretrained_features(make_cfg):
+    from digits_zoo.training import train
+
+    output = train(make_cfg("model=lenet5", "model.pretrained=true", "model.reset_head=true",
+                            "trainer.max_epochs=1", "data.train_size=200"))
+    shipped = create_model("lenet5", pretrained=True).state_dict()
+    changed = [k for k, v in output["module"].model.state_dict().items() if not torch.equal(v, shipped[k])]
+    assert changed and any(not k.startswith("head.") for k in changed)
