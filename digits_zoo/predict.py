@@ -115,13 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        model = load_model(args.model)
+        checkpoint = None if is_model_name(args.model) else resolve_checkpoint(args.model)
+        model = load_model(checkpoint or args.model)
         if args.save_input:
             args.save_input.mkdir(parents=True, exist_ok=True)
     except (WeightsError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
-    checkpoint = None if is_model_name(args.model) else resolve_checkpoint(args.model)
     if checkpoint and trained_standardized(checkpoint):
         print(f"warning: {checkpoint} was trained with data.standardize=true, but pictures are only scaled "
               "by 1/255 here (the training mean and std are not saved), so predictions may be wrong", file=sys.stderr)

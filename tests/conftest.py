@@ -18,26 +18,31 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny_data"))
 
 
+def compose_tiny_run(data_dir: Path, output_dir: Path, *overrides: str):
+    """`configs/train.yaml` for a short CPU run on `data_dir`, writing to `output_dir`."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                f"data.data_dir={data_dir}",
+                "data.download=false",
+                "data.val_size=200",
+                "trainer.max_epochs=2",
+                "trainer.accelerator=cpu",
+                "+trainer.enable_model_summary=false",
+                "trainer.log_every_n_steps=1",
+                f"paths.output_dir={output_dir}",
+                *overrides,
+            ],
+        )
+
+
 @pytest.fixture
 def make_cfg(tiny_data, tmp_path):
-    """Compose `configs/train.yaml` with overrides, on the tiny data, writing to a temporary run folder."""
+    """Compose a tiny run's config with overrides, writing to a temporary run folder."""
 
     def make(*overrides: str, data_dir: Path = tiny_data, run: str = "run"):
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            return compose(
-                "train",
-                overrides=[
-                    f"data.data_dir={data_dir}",
-                    "data.download=false",
-                    "data.val_size=200",
-                    "trainer.max_epochs=2",
-                    "trainer.accelerator=cpu",
-                    "+trainer.enable_model_summary=false",
-                    "trainer.log_every_n_steps=1",
-                    f"paths.output_dir={tmp_path / run}",
-                    *overrides,
-                ],
-            )
+        return compose_tiny_run(data_dir, tmp_path / run, *overrides)
 
     return make
 

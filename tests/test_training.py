@@ -13,16 +13,10 @@ from digits_zoo.training import train
 @pytest.fixture(scope="module")
 def run(tiny_data, tmp_path_factory):
     """One real `train(cfg)` on the tiny data, shared by the tests that inspect its run folder."""
-    from tests.conftest import CONFIGS
-    from hydra import compose, initialize_config_dir
+    from tests.conftest import compose_tiny_run
 
     out = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.max_epochs=2",
-            "trainer.accelerator=cpu", "trainer.log_every_n_steps=1", f"paths.output_dir={out}",
-            "logger=[csv,tensorboard]",
-        ])
+    cfg = compose_tiny_run(tiny_data, out, "logger=[csv,tensorboard]")
     return train(cfg), out
 
 
