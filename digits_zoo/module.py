@@ -44,6 +44,7 @@ class DigitClassifier(L.LightningModule):
         weight_decay: float = 0.0,
         scheduler: str | None = None,
         compile: bool = False,
+        channels_last: bool = False,
         freeze_features: bool = False,
     ):
         super().__init__()
@@ -57,6 +58,8 @@ class DigitClassifier(L.LightningModule):
         if freeze_features:  # a linear probe: only the head learns
             for name, parameter in self.model.named_parameters():
                 parameter.requires_grad_(name.startswith("head."))
+        if channels_last:  # NHWC convolutions: about a third faster for the CNNs on this CPU
+            self.model.to(memory_format=torch.channels_last)
         if compile:
             self.model.compile()  # in place: the state dict keeps its plain keys
         # One optimiser step per batch, however many batches a training step is given (see

@@ -67,6 +67,7 @@ def train(cfg: DictConfig) -> dict:
         model_kwargs=OmegaConf.to_container(cfg.model, resolve=True).get("kwargs") or {},
         loss=cfg.loss,
         compile=cfg.model.get("compile", False),
+        channels_last=cfg.model.get("channels_last", False),
         freeze_features=cfg.model.get("freeze_features", False),
         **cfg.optimizer,
     )

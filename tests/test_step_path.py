@@ -97,3 +97,12 @@ def test_progress_bars_count_batches_not_lightning_steps(tiny_data, tmp_path, ba
     trainer.fit(DigitClassifier(model="single_dense"),
                 datamodule=MNISTDataModule(tiny_data, val_size=200, steps_per_execution=5, download=False))
     assert seen == [(32, 32), (32, 32)]  # 1,000 images in batches of 32, in 7 Lightning steps
+
+
+def test_channels_last_trains_and_its_checkpoint_loads(make_cfg):
+    output = train(make_cfg("model=vgg_bn", "model.kwargs.width=4", "model.channels_last=true", "trainer.max_epochs=1"))
+    module = output["module"]
+    assert module.model.features[3].weight.is_contiguous(memory_format=torch.channels_last)
+    restored = DigitClassifier.load_from_checkpoint(output["metrics"]["best_checkpoint"], map_location="cpu")
+    x = torch.rand(8, 1, 28, 28)
+    torch.testing.assert_close(restored.eval()(x), module.cpu().eval()(x))
