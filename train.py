@@ -1,22 +1,19 @@
 """Train a digits_zoo model: `python train.py model=flatten_mlp` (any Hydra override works)."""
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
+
+from digits_zoo.cli import one_line_errors
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from digits_zoo.errors import DigitsZooError
     from digits_zoo.training import train
 
-    try:
+    with one_line_errors():
         train(cfg)
-    except DigitsZooError as error:  # a problem the user can fix: one line, no stack trace
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():  # mistakes in the command line's config overrides
+        main()

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-from digits_zoo.errors import ConfigError, DataError, one_line
+from digits_zoo.errors import ConfigError, DataError, check_count, one_line
 
 DATA_DIR_ENV = "DIGITS_ZOO_DATA_DIR"
+# torchvision's datasets that share MNIST's files and loading (subclasses of MNIST without options)
+DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
 
 
 def default_data_dir() -> Path:
@@ -146,11 +148,14 @@ class MNISTDataModule(L.LightningDataModule):
         augment: dict | None = None,
     ):
         super().__init__()
+        if dataset not in DATASETS:
+            raise ConfigError(f"unknown data.dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
         self.augment = dict(augment) if augment else None
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
         self.dataset_cls = getattr(torchvision.datasets, dataset)
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.steps_per_execution = steps_per_execution
+        self.batch_size = check_count("data.batch_size", batch_size)
+        self.eval_batch_size = check_count("data.eval_batch_size", eval_batch_size)
+        self.steps_per_execution = check_count("data.steps_per_execution", steps_per_execution)
         self.val_size, self.standardize, self.seed, self.download = val_size, standardize, seed, download
         self.train_size = train_size  # a label budget: train on this many of the remaining images
         self.num_classes = len(self.dataset_cls.classes)

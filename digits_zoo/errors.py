@@ -20,3 +20,17 @@ class DataError(DigitsZooError):
 
 class ConfigError(DigitsZooError, ValueError):
     """A configuration value that cannot work (e.g. a hold-out as large as the training set)."""
+
+
+def check_count(key: str, value: object) -> int:
+    """`value` as a count of at least 1 (batch sizes, epochs), or a ConfigError naming `key`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def check_number(key: str, value: object, *, positive: bool) -> float:
+    """`value` as a number > 0 (`positive`) or >= 0, or a ConfigError naming `key`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 if positive else value >= 0):
+        raise ConfigError(f"{key} must be a number {'above' if positive else 'of at least'} 0, got {value!r}")
+    return float(value)

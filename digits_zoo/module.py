@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from digits_zoo.data import batches_per_epoch
-from digits_zoo.errors import ConfigError
+from digits_zoo.errors import ConfigError, check_number
 from digits_zoo.losses import LOSSES
 from digits_zoo.registry import create_model
 
@@ -52,6 +52,9 @@ class DigitClassifier(L.LightningModule):
             raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         if scheduler not in (None, "onecycle"):
             raise ConfigError(f"unknown optimizer.scheduler {scheduler!r}; choose null or onecycle")
+        check_number("optimizer.lr", lr, positive=True)
+        check_number("optimizer.eps", eps, positive=True)
+        check_number("optimizer.weight_decay", weight_decay, positive=False)
         self.save_hyperparameters()
         self.model = create_model(model, **(model_kwargs or {}))
         self.loss_fn = LOSSES[loss]

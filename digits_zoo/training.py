@@ -13,6 +13,7 @@ from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from digits_zoo.errors import ConfigError, check_count
 from digits_zoo.leaderboard import markdown
 from digits_zoo.module import DigitClassifier
 from digits_zoo.weights import load_pretrained
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> dict:
     further.
     """
     _tidy_lightning_logging()
+    check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
@@ -71,8 +73,11 @@ def train(cfg: DictConfig) -> dict:
         freeze_features=cfg.model.get("freeze_features", False),
         **cfg.optimizer,
     )
+    if module.model.num_classes != datamodule.num_classes:
+        raise ConfigError(f"{cfg.model.name} has {module.model.num_classes} classes and {datamodule.dataset_cls.__name__} "
+                          f"{datamodule.num_classes}; set model.kwargs.num_classes={datamodule.num_classes}")
     if cfg.model.get("pretrained"):
-        load_pretrained(module.model, cfg.model.name, cfg.model.pretrained)
+        load_pretrained(module.model, cfg.model.name, cfg.model.pretrained, fresh_head=cfg.model.get("reset_head", False))
         if cfg.model.get("reset_head"):
             module.model.reset_classifier(module.model.num_classes)
     validation = datamodule.has_validation

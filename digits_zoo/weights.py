@@ -67,7 +67,8 @@ def _load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and type errors alike: not a weights file
-        raise WeightsError(f"{path}: not a readable weights file ({type(error).__name__}: {one_line(error)})") from None
+        reason = one_line(error).split(". ")[0]  # torch's messages go on to speculate at length
+        raise WeightsError(f"{path}: damaged or not a weights file ({reason}); use a complete checkpoint") from None
 
 
 def shipped_state_dict(name: str) -> dict[str, torch.Tensor]:
@@ -81,28 +82,39 @@ def shipped_state_dict(name: str) -> dict[str, torch.Tensor]:
     return _load(path)
 
 
-def run_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
-    """The network's weights from a Lightning checkpoint or a run folder of train.py."""
+def run_state_dict(source: str | Path, model_name: str | None = None) -> dict[str, torch.Tensor]:
+    """The network's weights from a Lightning checkpoint or a run folder of train.py; with
+    `model_name`, checked to be that model's."""
     checkpoint = _load(resolve_checkpoint(source))
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not state:
         raise WeightsError(f"{source}: not a digits_zoo checkpoint (no state_dict)")
+    trained = (checkpoint.get("hyper_parameters") or {}).get("model")
+    if model_name and trained and trained != model_name:
+        raise WeightsError(f"{source} holds {trained} weights, not {model_name}; choose model={trained} "
+                           f"or a {model_name} checkpoint")
     return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
 
 
-def load_pretrained(model: nn.Module, name: str, source: bool | str | Path = True) -> None:
+def load_pretrained(model: nn.Module, name: str, source: bool | str | Path = True, fresh_head: bool = True) -> None:
     """Load shipped weights (`source=True`) or a run's into `model`. Where the classifier's shape
-    differs (another number of classes) it keeps its fresh head and the rest loads."""
-    state = shipped_state_dict(name) if source is True else run_state_dict(source)
+    differs (another number of classes) it keeps its fresh head and the rest loads; with
+    `fresh_head=False` that is an error instead."""
+    state = shipped_state_dict(name) if source is True else run_state_dict(source, name)
+    origin = "the package" if source is True else source
     own = model.state_dict()
     head = {f"head.{key}" for key in model.get_classifier().state_dict()}
-    if any(key in state and state[key].shape != own[key].shape for key in head):
+    if any(key in state and state[key].shape[:1] != own[key].shape[:1] for key in head):  # other classes
+        if not fresh_head:
+            raise WeightsError(f"the weights from {origin} classify {len(state['head.weight'])} classes, {name} here "
+                               f"{model.num_classes}; add model.reset_head=true to train a new classifier on them")
         state = {key: value for key, value in state.items() if key not in head}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    wrong = [key for key in missing if key not in head] + list(unexpected)
+    misshapen = [key for key in state if key in own and state[key].shape != own[key].shape]
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in misshapen}, strict=False)
+    wrong = misshapen + [key for key in missing if key not in head] + list(unexpected)
     if wrong or (missing and set(missing) != head):
-        raise WeightsError(f"the weights from {source if source is not True else 'the package'} do not fit "
-                           f"{name}: {', '.join(wrong[:5]) or 'head'}; were they trained with other settings?")
+        raise WeightsError(f"the weights from {origin} do not fit {name}: {', '.join(wrong[:5]) or 'head'} differ; "
+                           "were they trained with other model.kwargs?")
 
 
 def export(run_dir: Path) -> dict:

@@ -62,7 +62,7 @@ def test_weights_from_a_run_folder_or_checkpoint(make_cfg, tmp_path):
     for source in (tmp_path / "run", output["metrics"]["best_checkpoint"]):
         model = create_model("single_dense", pretrained=source)
         assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
-    with pytest.raises(WeightsError, match="do not fit"):
+    with pytest.raises(WeightsError, match="holds single_dense weights, not flatten_mlp"):
         create_model("flatten_mlp", pretrained=tmp_path / "run")
     with pytest.raises(WeightsError, match="no such checkpoint"):
         create_model("single_dense", pretrained=tmp_path / "nowhere")

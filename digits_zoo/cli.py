@@ -1,0 +1,101 @@
+"""Running a Hydra entry point so that mistakes a user can fix end in one line, not a stack trace.
+
+Hydra reports its own errors (an unknown config group option, key or override syntax) over several
+lines, and everything else as a stack trace. `one_line_errors` lets Hydra raise instead and prints
+one `error: ...` line for the project's own errors, configuration mistakes and file-system
+problems; anything else is a bug and keeps its stack trace. DIGITS_ZOO_DEBUG=1 shows the stack
+trace of every error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from digits_zoo.errors import DigitsZooError, one_line
+
+DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _missing_option(error: MissingConfigException) -> str:
+    group, _, option = (error.missing_cfg_file or "").rpartition("/")
+    if not group or error.options is None:  # a missing primary config, not a group option
+        return one_line(error).split(" Config search path:")[0]
+    hint = _did_you_mean(option, error.options)
+    return f"unknown {group}={option}; {hint}{group} options: {', '.join(error.options)}"
+
+
+def _unknown_key(error: ConfigKeyError | ConfigAttributeError) -> str:
+    parent, _, key = (error.full_key or "").rpartition(".")
+    siblings = error.parent_node.keys() if error.parent_node is not None else []
+    hint = _did_you_mean(f"{parent}.{key}" if parent else key,
+                         [f"{parent}.{k}" if parent else k for k in siblings])
+    return f"unknown config key {error.full_key}; {hint}(to add a new key, write +{error.full_key}=...)"
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one line to print for an error the user can fix, or None for a bug."""
+    if isinstance(error, DigitsZooError):
+        return one_line(error)
+    if isinstance(error, MissingConfigException):
+        return _missing_option(error)
+    if isinstance(error, HydraException):
+        if isinstance(error.__cause__, (ConfigKeyError, ConfigAttributeError)) and "not in struct" in str(error.__cause__):
+            return _unknown_key(error.__cause__)
+        if isinstance(error, InstantiationException) and error.__cause__ is not None:
+            cause = user_message(error.__cause__)  # e.g. a ConfigError raised by the data module
+            if cause is not None:
+                return cause
+        # Hydra's own messages end with a link or a search path listing: keep the first sentence
+        return one_line(error).split(" See https://")[0].split(" Config search path:")[0]
+    if isinstance(error, OmegaConfBaseException):
+        key = getattr(error, "full_key", None)
+        return f"{key}: {str(error).splitlines()[0]}" if key else str(error).splitlines()[0]
+    if isinstance(error, OSError) and error.filename is not None:
+        return (f"cannot use {error.filename}: {error.strerror or one_line(error)} (check the path and its "
+                "permissions; a run's output folder is chosen with hydra.run.dir=DIR)")
+    return None
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """An error the user can fix ends the process with one `error: ...` line and exit code 1.
+
+    Use it around composing the config (where Hydra, told to raise, would otherwise print its own
+    report) and inside the job (where Hydra would first announce that the job failed)."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own report
+    try:
+        yield
+    except Exception as error:
+        message = None if os.environ.get(DEBUG_VARIABLE) else user_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+class RunFolderGuard(Callback):
+    """Refuses to start a run in a folder that already holds one: Hydra would overwrite its
+    `.hydra/` configs before the run starts, and Lightning its logs and checkpoints after."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        folder = Path(config.hydra.run.dir)
+        if (folder / "results.json").exists() or any((folder / "checkpoints").glob("*.ckpt")):
+            # Hydra turns a callback's exceptions into warnings, and this must stop the run
+            print(f"error: {folder} already holds a run; choose a new folder with hydra.run.dir=DIR "
+                  "(by default each run gets its own dated folder)", file=sys.stderr)
+            sys.exit(1)

@@ -1,0 +1,161 @@
+"""Bad input to `python train.py`: one line on stderr that says what is wrong and what to do, exit
+code 1, no stack trace, and nothing written before is touched.
+
+Most cases run train.py's real entry point (Hydra and all) in this process, which is quicker than a
+subprocess; the last tests run real processes.
+"""
+
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from tests.conftest import ROOT, compose_tiny_run
+from tests.idx import write_dataset
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
+    """Run train.py's __main__ with these overrides (on the tiny data, in a fresh run folder);
+    returns (exit code, stderr)."""
+
+    def run(*overrides: str) -> tuple[int, str]:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # restored after the test: train.py sets it
+        args = [f"data.data_dir={tiny_data}", "data.val_size=200", "trainer.max_epochs=1",
+                f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+        return exit_info.value.code, capsys.readouterr().err
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    """A trained single_dense run: (run folder, its best checkpoint)."""
+    from digits_zoo.training import train
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    metrics = train(compose_tiny_run(tiny_data, run_dir, "model=single_dense", "trainer.max_epochs=1"))["metrics"]
+    return run_dir, metrics["best_checkpoint"]
+
+
+def assert_one_line(code: int, stderr: str, *expected: str) -> None:
+    assert code == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for text in expected:
+        assert text in lines[0]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["model=flaten_mlp"], ["unknown model=flaten_mlp; did you mean flatten_mlp?", "vgg_bn"]),
+    (["model.name=flaten_mlp"], ["unknown model 'flaten_mlp'; did you mean 'flatten_mlp'?"]),
+    (["trainer=gpx"], ["unknown trainer=gpx; did you mean gpu?"]),
+    (["trainer.max_epoch=3"], ["unknown config key trainer.max_epoch; did you mean trainer.max_epochs?", "+trainer.max_epoch="]),
+    (["modle=lenet5"], ["unknown config key modle; did you mean model?"]),
+    (["data.batch_size=[1"], ["no viable alternative at input"]),
+    (["data.batch_size=0"], ["data.batch_size must be a whole number of at least 1, got 0"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs must be a whole number of at least 1, got 0"]),
+    (["trainer.max_epochs=null"], ["trainer.max_epochs must be a whole number of at least 1, got None"]),
+    (["optimizer.lr=0"], ["optimizer.lr must be a number above 0, got 0"]),
+    (["optimizer.lr=-1e-3"], ["optimizer.lr must be a number above 0"]),
+    (["data.val_size=1200"], ["data.val_size must be in [0, 1200), got 1200"]),
+    (["data.dataset=Fashion"], ["unknown data.dataset 'Fashion'; choose one of MNIST, FashionMNIST"]),
+    (["+model.kwargs.num_classes=5"], ["single_dense has 5 classes and MNIST 10; set model.kwargs.num_classes=10"]),
+])
+def test_configuration_mistakes(run_cli, overrides, expected):
+    if overrides[0].startswith("+model"):
+        overrides = ["model=single_dense", *overrides]
+    assert_one_line(*run_cli(*overrides), *expected)
+
+
+def test_missing_data_folder_while_offline(run_cli, tmp_path, monkeypatch):
+    # offline for certain: torchvision's download goes to a port that nothing listens on
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    code, stderr = run_cli(f"data.data_dir={tmp_path / 'empty'}", "data.download=true")
+    assert_one_line(code, stderr, "MNIST files not found (download failed", "DIGITS_ZOO_DATA_DIR")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda b: b[: len(b) // 2], "truncated or corrupt"),
+    (lambda b: b"\x00\x00\x07\x09" + b[4:], "truncated or corrupt"),
+], ids=["truncated", "wrong magic"])
+def test_damaged_data_file(run_cli, tmp_path, damage, expected):
+    root = write_dataset(tmp_path / "data", n_train=300, n_test=100)
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    assert_one_line(*run_cli(f"data.data_dir={root}", "data.val_size=10"), str(path), expected)
+
+
+def test_checkpoint_missing(run_cli, tmp_path):
+    code, stderr = run_cli("model=single_dense", f"model.pretrained={tmp_path / 'nope.ckpt'}")
+    assert_one_line(code, stderr, "nope.ckpt: no such checkpoint file or run folder")
+
+
+def test_checkpoint_truncated(run_cli, checkpoint, tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    data = open(checkpoint[1], "rb").read()
+    truncated.write_bytes(data[: len(data) // 2])
+    code, stderr = run_cli("model=single_dense", f"model.pretrained={truncated}")
+    assert_one_line(code, stderr, "truncated.ckpt: damaged or not a weights file")
+
+
+def test_checkpoint_of_another_model(run_cli, checkpoint):
+    code, stderr = run_cli("model=flatten_mlp", f"model.pretrained={checkpoint[0]}")
+    assert_one_line(code, stderr, "holds single_dense weights, not flatten_mlp; choose model=single_dense")
+
+
+def test_checkpoint_for_another_number_of_classes(run_cli, checkpoint, tmp_path, tiny_data):
+    saved = torch.load(checkpoint[1], weights_only=True)
+    for key in ("model.head.weight", "model.head.bias"):
+        saved["state_dict"][key] = saved["state_dict"][key][:5]
+    five_classes = tmp_path / "five.ckpt"
+    torch.save(saved, five_classes)
+    code, stderr = run_cli("model=single_dense", f"model.pretrained={five_classes}")
+    assert_one_line(code, stderr, "classify 5 classes, single_dense here 10; add model.reset_head=true")
+    from digits_zoo.training import train  # ... and what the message suggests works
+
+    cfg = compose_tiny_run(tiny_data, tmp_path / "fresh_head", "model=single_dense", f"model.pretrained={five_classes}",
+                           "model.reset_head=true", "trainer.max_epochs=1")
+    assert train(cfg)["metrics"]["test/acc"] > 0.5
+
+
+def test_unwritable_output_folder(run_cli, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, stderr = run_cli(f"hydra.run.dir={blocker / 'run'}")
+    assert_one_line(code, stderr, f"cannot use {blocker / 'run'}", "hydra.run.dir=DIR")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_finished_run_is_never_overwritten(run_cli, checkpoint):
+    run_dir = checkpoint[0]
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    code, stderr = run_cli(f"hydra.run.dir={run_dir}")
+    assert_one_line(code, stderr, f"{run_dir} already holds a run", "hydra.run.dir=DIR")
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def _train_process(*args, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_a_real_process_prints_one_line_and_exits_1(tiny_data, tmp_path):
+    result = _train_process(f"data.data_dir={tiny_data}", "optimizer.lr=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: optimizer.lr must be a number above 0, got 0"
+
+
+def test_the_debug_switch_shows_the_stack_trace(tmp_path):
+    env = {**os.environ, "DIGITS_ZOO_DEBUG": "1"}
+    result = _train_process("trainer.max_epoch=3", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr and "max_epoch" in result.stderr
