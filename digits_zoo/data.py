@@ -80,8 +80,8 @@ class TensorLoader:
 
     With several processes (DDP: process `rank` of `world_size`) Lightning inserts no distributed
     sampler here (this is not a DataLoader), so the loader deals the shares itself, as torch's
-    DistributedSampler does: the epoch's order is cut into batches of world_size x batch_size
-    images and each process takes every world_size-th image of each, from its rank on. The
+    DistributedSampler does: the epoch's order is cut into rounds of world_size x batch_size
+    images and each process takes every world_size-th image of each round, from its rank on. The
     processes' k-th batches together are thus one process's k-th batch of world_size x batch_size
     images. For training the order is first padded with its own start to a multiple of
     world_size, so that every process takes the same number of optimiser steps (DDP waits for all
@@ -107,8 +107,8 @@ class TensorLoader:
         self.sampler = None if shuffle_seed is None else EpochShuffle(len(labels), shuffle_seed)
         self.batch_sampler = None
         # this process's batches: one for each round of dealing that has an image left for it
-        dealt = len(labels) if self.sampler is None else math.ceil(len(labels) / world_size) * world_size
-        rounds, rest = divmod(dealt, batch_size * world_size)
+        per_epoch = len(labels) if self.sampler is None else math.ceil(len(labels) / world_size) * world_size
+        rounds, rest = divmod(per_epoch, batch_size * world_size)
         self.num_batches = rounds + (rest > rank)
 
     def __len__(self) -> int:
