@@ -84,7 +84,10 @@ def one_line_errors() -> Iterator[None]:
         message = None if os.environ.get(DEBUG_VARIABLE) else user_message(error)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank == 0:  # under DDP every process meets it; the first one says so
+            print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

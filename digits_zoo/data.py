@@ -23,12 +23,12 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "data")
 
 
-def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float, scale: float,
+def random_affine(images: torch.Tensor, draws: torch.Tensor, degrees: float, scale: float,
                   translate: float, background: float = 0.0) -> torch.Tensor:
     """Each image of the batch rotated by up to `degrees`, scaled by up to 1 +- `scale` and shifted
-    by up to `translate` of its size, in one `grid_sample` on the batch's own device."""
-    n = len(images)
-    u = (torch.rand(n, 4, generator=generator) * 2 - 1).to(images.device, non_blocking=True)
+    by up to `translate` of its size, in one `grid_sample` on the batch's own device. `draws` holds
+    four uniform numbers in [0, 1) per image."""
+    u = (draws * 2 - 1).to(images.device, non_blocking=True)
     angle = torch.deg2rad(u[:, 0] * degrees)
     zoom = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # the grid maps output to input
@@ -63,6 +63,13 @@ class EpochShuffle:
         return torch.randperm(self.size, generator=generator)
 
 
+def padded(order: torch.Tensor, multiple: int) -> torch.Tensor:
+    """`order` continued from its own start up to a multiple of `multiple`, as torch's
+    DistributedSampler pads (so fewer than `multiple` images appear twice)."""
+    total = math.ceil(len(order) / multiple) * multiple
+    return order.repeat(math.ceil(total / len(order)))[:total]
+
+
 class TensorLoader:
     """Whole batches sliced from tensors that already live on the training device.
 
@@ -72,6 +79,15 @@ class TensorLoader:
     lists of k consecutive (x, y) batches, the same batches in the same order, so that one
     Lightning step can run k optimiser steps (Lightning's own cost per step is larger than a
     small model's).
+
+    With several processes (DDP: process `rank` of `world_size`) Lightning inserts no distributed
+    sampler here (this is not a DataLoader), so the loader deals the shares itself, as torch's
+    DistributedSampler does: the epoch's order is cut into rounds of world_size x batch_size
+    images and each process takes every world_size-th image of each round, from its rank on. The
+    processes' k-th batches together are thus one process's k-th batch of world_size x batch_size
+    images. For training the order is first padded with its own start to a multiple of
+    world_size, so that every process takes the same number of optimiser steps (DDP waits for all
+    of them at each); evaluation is never padded, so every image is counted exactly once.
     """
 
     def __init__(
@@ -82,14 +98,20 @@ class TensorLoader:
         shuffle_seed: int | None = None,
         steps_per_execution: int = 1,
         augment: dict | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.augment = augment  # random_affine's keyword arguments, for shuffled (training) batches
         self.steps_per_execution = steps_per_execution
-        self.num_batches = math.ceil(len(labels) / batch_size)
+        self.rank, self.world_size = rank, world_size
         # DataLoader-like attributes that Lightning inspects (it calls `sampler.set_epoch`)
         self.sampler = None if shuffle_seed is None else EpochShuffle(len(labels), shuffle_seed)
         self.batch_sampler = None
+        # this process's batches: one for each round of dealing that has an image left for it
+        per_epoch = len(labels) if self.sampler is None else math.ceil(len(labels) / world_size) * world_size
+        rounds, rest = divmod(per_epoch, batch_size * world_size)
+        self.num_batches = rounds + (rest > rank)
 
     def __len__(self) -> int:
         return math.ceil(self.num_batches / self.steps_per_execution)
@@ -108,18 +130,21 @@ class TensorLoader:
             yield group
 
     def _batches(self):
-        n, size = len(self.labels), self.batch_size
-        if self.sampler is None:
-            for start in range(0, n, size):
-                yield self.images[start : start + size], self.labels[start : start + size]
-            return
-        generator = self.sampler.generator()  # shuffle and augmentation: from (seed, epoch) alone
-        order = self.sampler.permutation(generator).to(self.labels.device)
-        for start in range(0, n, size):
-            index = order[start : start + size]
+        if self.sampler is None:  # evaluation: in the stored order
+            generator, order = None, torch.arange(len(self.labels), device=self.labels.device)
+        else:  # shuffle and augmentation: from (seed, epoch) alone, the same in every process
+            generator = self.sampler.generator()
+            order = padded(self.sampler.permutation(generator), self.world_size).to(self.labels.device)
+        rank, world_size = self.rank, self.world_size
+        for start in range(0, len(order), self.batch_size * world_size):
+            dealt = order[start : start + self.batch_size * world_size]
+            index = dealt[rank::world_size]
+            if len(index) == 0:  # evaluation's last round: fewer images left than processes
+                return
             images = self.images[index]
-            if self.augment:
-                images = random_affine(images, generator, **self.augment)
+            if self.augment:  # drawn for the whole round: each image its own, whichever process has it
+                draws = torch.rand(len(dealt), 4, generator=generator)[rank::world_size]
+                images = random_affine(images, draws, **self.augment)
             yield images, self.labels[index]
 
 
@@ -249,16 +274,22 @@ class MNISTDataModule(L.LightningDataModule):
     def has_validation(self) -> bool:
         return self.val_size > 0
 
+    def _loader(self, split: str, batch_size: int, **kwargs) -> TensorLoader:
+        """A loader of this process's share of `split` (all of it, outside DDP)."""
+        trainer = self.trainer
+        return TensorLoader(*self.splits[split], batch_size, rank=trainer.global_rank if trainer else 0,
+                            world_size=trainer.world_size if trainer else 1, **kwargs)
+
     def train_dataloader(self) -> TensorLoader:
         augment = {**self.augment, "background": self.background} if self.augment else None
-        return TensorLoader(*self.splits["fit"], self.batch_size, shuffle_seed=self.seed,
+        return self._loader("fit", self.batch_size, shuffle_seed=self.seed,
                             steps_per_execution=self.steps_per_execution, augment=augment)
 
     def val_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self.splits["val"], self.eval_batch_size)
+        return self._loader("val", self.eval_batch_size)
 
     def test_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self.splits["test"], self.eval_batch_size)
+        return self._loader("test", self.eval_batch_size)
 
     def predict_dataloader(self) -> TensorLoader:
         return self.test_dataloader()

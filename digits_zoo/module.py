@@ -12,6 +12,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from digits_zoo.data import batches_per_epoch
 from digits_zoo.errors import ConfigError, check_number
@@ -25,6 +26,18 @@ NO_SCALER_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true")
 
 # Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+# Under DDP Lightning advises reducing epoch-level values across processes (sync_dist=True); ours
+# come from torchmetrics' compute(), which has already reduced them (step and epoch are the same
+# everywhere), and reducing again would only add a collective and rounding.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('((train|val|test)/(loss|acc)|step|epoch)'")
+
+
+def most_confident(*candidates: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The MISTAKES_SHOWN rows with the highest score (each candidate's first tensor) among all
+    candidates' rows; empty candidates are skipped."""
+    merged = tuple(torch.cat(parts) for parts in zip(*(c for c in candidates if c)))
+    keep = merged[0].topk(min(MISTAKES_SHOWN, len(merged[0]))).indices
+    return tuple(t[keep] for t in merged)
 
 
 class DigitClassifier(L.LightningModule):
@@ -102,7 +115,7 @@ class DigitClassifier(L.LightningModule):
                 loss.backward()
                 optimizer.optimizer.step()
                 optimizer._on_after_step()
-            else:
+            else:  # under DDP manual_backward readies the gradient averaging for each backward
                 optimizer.zero_grad(set_to_none=True)
                 self.manual_backward(loss)
                 optimizer.step()
@@ -153,11 +166,13 @@ class DigitClassifier(L.LightningModule):
         right answers score -1 instead of being filtered out)."""
         confidence, pred = self.model.probabilities(logits.float()).max(dim=1)
         score = torch.where(pred != y, confidence, -1.0)
-        candidates = (score, x, y, pred)
-        if self._mistakes:
-            candidates = tuple(torch.cat(pair) for pair in zip(self._mistakes, candidates))
-        keep = candidates[0].topk(min(MISTAKES_SHOWN, len(candidates[0]))).indices
-        self._mistakes = tuple(t[keep] for t in candidates)
+        self._mistakes = most_confident(self._mistakes, (score, x, y, pred))
+
+    def _all_confident_mistakes(self) -> tuple[torch.Tensor, ...]:
+        """The most confident mistakes of every process (each tested only its share): a collective."""
+        if self.trainer.world_size == 1:
+            return self._mistakes
+        return most_confident(*zip(*(gather_all_tensors(t) for t in self._mistakes)))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
@@ -187,7 +202,7 @@ class DigitClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
         confusion = self._compute_and_reset("val_confusion")
-        if not self.trainer.sanity_checking and self._tensorboard is not None:
+        if not self.trainer.sanity_checking and self._tensorboard is not None and self.trainer.is_global_zero:
             from digits_zoo.plots import confusion_matrix_figure
 
             figure = confusion_matrix_figure(confusion, "Validation confusion matrix")
@@ -199,10 +214,11 @@ class DigitClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
         confusion = self._compute_and_reset("test_confusion")
+        mistakes = self._all_confident_mistakes()
         if self.trainer.is_global_zero:
             from digits_zoo.plots import save_run_plots
 
-            score, images, true, pred = self._mistakes
+            score, images, true, pred = mistakes
             wrong = score >= 0
             figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history,
                                      (images[wrong], true[wrong], pred[wrong], score[wrong]))

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.errors import ConfigError, check_count
@@ -60,7 +61,8 @@ def train(cfg: DictConfig) -> dict:
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # with DDP, every process runs train(cfg) in the same run folder
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
@@ -111,6 +113,7 @@ def train(cfg: DictConfig) -> dict:
         "best_val/acc": float(trainer.checkpoint_callback.best_model_score) if best else None,
         "seed": cfg.seed,
     }
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    log.info("Summary\n\n%s\nrun folder: %s", markdown([results]), out_dir)
+    if trainer.is_global_zero:
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        log.info("Summary\n\n%s\nrun folder: %s", markdown([results]), out_dir)
     return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}
