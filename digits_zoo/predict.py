@@ -38,6 +38,12 @@ def trained_standardized(checkpoint: Path) -> bool:
         return False
 
 
+def warn_if_standardized(checkpoint: Path) -> None:
+    if trained_standardized(checkpoint):
+        print(f"warning: {checkpoint} was trained with data.standardize=true, but pictures are only scaled "
+              "by 1/255 here (the training mean and std are not saved), so predictions may be wrong", file=sys.stderr)
+
+
 def is_model_name(source: str | Path) -> bool:
     """A registered model's name (for its shipped weights) rather than a path."""
     from digits_zoo import list_models
@@ -66,11 +72,16 @@ def load_model(source: str | Path) -> torch.nn.Module:
 
 
 @torch.inference_mode()
+def probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(N, classes) probabilities of (N, 1, 28, 28) images from the model's own output activation
+    (sigmoid scores are reported as they are, not renormalised)."""
+    return model.probabilities(model(images))
+
+
 def predict(model: torch.nn.Module, images: torch.Tensor) -> list[dict]:
-    """For each (1, 28, 28) image: the digit, its probability and the top three, from the model's
-    own output activation (sigmoid scores are reported as they are, not renormalised)."""
-    probabilities = model.probabilities(model(images))
-    top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+    """For each (1, 28, 28) image: the digit, its probability and the top three."""
+    scores = probabilities(model, images)
+    top = scores.topk(min(3, scores.shape[1]), dim=1)
     return [
         {
             "digit": int(digits[0]),
@@ -122,9 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
-    if checkpoint and trained_standardized(checkpoint):
-        print(f"warning: {checkpoint} was trained with data.standardize=true, but pictures are only scaled "
-              "by 1/255 here (the training mean and std are not saved), so predictions may be wrong", file=sys.stderr)
+    if checkpoint:
+        warn_if_standardized(checkpoint)
 
     results: list[dict] = [{"file": file} for file in args.images]
     good, digits = [], []

@@ -8,6 +8,7 @@ pixel indices (the MNIST test set's mean is (13.99, 14.01)).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +29,24 @@ class ImageError(DigitsZooError):
     """A picture that cannot be read or holds no digit; the message says what is wrong."""
 
 
-def read_grey(path: str | Path) -> np.ndarray:
-    """The picture at `path` as float32 greyscale in [0, 255]; `ImageError` if it cannot be read."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError("no such file" if not path.exists() else "not a file")
-    if path.stat().st_size == 0:
-        raise ImageError("empty file")
+def read_grey(source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+    """The picture in the file `source` (or in `source`'s encoded bytes, e.g. a PNG sent to the
+    demo) as float32 greyscale in [0, 255]. `ImageError` if it cannot be read, or if it has more
+    than `max_pixels` pixels (checked before decoding: a small PNG can unpack to a huge picture)."""
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("empty image")
+        file: Path | io.BytesIO = io.BytesIO(source)
+    else:
+        file = Path(source)
+        if not file.is_file():
+            raise ImageError("no such file" if not file.exists() else "not a file")
+        if file.stat().st_size == 0:
+            raise ImageError("empty file")
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ImageError(f"too large: {image.width}x{image.height} pixels, at most {max_pixels:,} allowed")
             image.load()  # decode now: a truncated file fails here, not later
             return to_grey(image)
     except UnidentifiedImageError:
@@ -112,9 +122,9 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     return field
 
 
-def prepare_image(source: str | Path | Image.Image) -> np.ndarray:
-    """A picture file or PIL image -> the 28x28 uint8 digit the model sees (times 1/255)."""
-    grey = to_grey(source) if isinstance(source, Image.Image) else read_grey(source)
+def prepare_image(source: str | Path | bytes | Image.Image, max_pixels: int | None = None) -> np.ndarray:
+    """A picture (file, encoded bytes or PIL image) -> the 28x28 uint8 digit the model sees (times 1/255)."""
+    grey = to_grey(source) if isinstance(source, Image.Image) else read_grey(source, max_pixels)
     return to_mnist(grey)
 
 

@@ -1,0 +1,196 @@
+"""Draw a digit in the browser and watch a model read it.
+
+    python -m digits_zoo.demo [--host 127.0.0.1] [--port 7860] [--checkpoint PATH ...] [--model NAME]
+
+Serves one page (`demo.html`) over FastAPI: a canvas to draw on with mouse, pen or finger, the
+model's reading with all ten probabilities, and the 28x28 picture the model saw. The page posts
+the canvas as a PNG; it goes through the same preparation and model code as
+`python -m digits_zoo.predict`. Needs the demo extra: pip install -e ".[demo]".
+"""
+
+import argparse
+import base64
+import io
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from digits_zoo.errors import DigitsZooError, one_line
+from digits_zoo.predict import load_model, probabilities, warn_if_standardized
+from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.weights import manifest, resolve_checkpoint
+
+PAGE = Path(__file__).with_name("demo.html")
+MAX_BODY = 1_000_000  # bytes: a canvas PNG is a few kB
+MAX_PIXELS = 4096 * 4096  # a PNG of 1 MB can still unpack to a picture too large to prepare quickly
+DEFAULT_MODEL = "vgg_bn"  # the strongest shipped model
+INSTALL_EXTRA = "install the demo extra: pip install -e '.[demo]'"
+
+
+class DemoError(DigitsZooError):
+    """The demo cannot start; the message says why."""
+
+
+@dataclass
+class Choice:
+    """A model the page offers: its network and how the menu names it."""
+
+    label: str
+    network: torch.nn.Module
+
+
+def shipped_models() -> dict[str, Choice]:
+    """Every model whose trained weights ship with digits_zoo, by name."""
+    return {
+        name: Choice(f"{name} ({100 * entry['test_acc']:.2f}% on MNIST test)", load_model(name))
+        for name, entry in manifest().items()
+    }
+
+
+def checkpoint_models(sources: list[str]) -> dict[str, Choice]:
+    """The models of checkpoints or run folders, by the path given."""
+    choices = {}
+    for source in sources:
+        checkpoint = resolve_checkpoint(source)
+        warn_if_standardized(checkpoint)
+        choices[source] = Choice(f"{source} (checkpoint)", load_model(checkpoint))
+    return choices
+
+
+def read_drawing(network: torch.nn.Module, picture: bytes) -> dict:
+    """The model's reading of an encoded picture: digit, all probabilities, and the 28x28 it saw."""
+    digit = prepare_image(picture, max_pixels=MAX_PIXELS)
+    scores = probabilities(network, to_tensor([digit]))[0]
+    return {
+        "digit": int(scores.argmax()),
+        "probabilities": [round(float(p), 4) for p in scores],
+        "activation": network.output_activation,
+        "input": png_data_url(digit),
+    }
+
+
+def png_data_url(digit) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(digit).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def create_app(choices: dict[str, Choice], default: str):
+    """The FastAPI app: the page, the menu of models, and readings of posted drawings."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import HTMLResponse
+    from starlette.concurrency import run_in_threadpool
+
+    # No /docs: its page would load scripts from the internet.
+    app = FastAPI(title="digits_zoo demo", docs_url=None, redoc_url=None, openapi_url=None)
+    page = PAGE.read_text(encoding="utf-8")
+
+    async def read_body(request: Request) -> bytes:
+        """The request body, refused (413) as soon as it passes MAX_BODY."""
+        too_large = HTTPException(413, f"request body over {MAX_BODY:,} bytes: send one PNG of the drawing")
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit():
+            raise HTTPException(400, f"bad Content-Length header: {declared!r}")
+        if int(declared) > MAX_BODY:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():  # also bounds a body sent without a length
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise too_large
+        return bytes(body)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/api/models")
+    def models() -> dict:
+        return {
+            "default": default,
+            "models": [{"id": key, "label": choice.label} for key, choice in choices.items()],
+        }
+
+    @app.post("/api/predict")
+    async def predict(request: Request, model: str = default) -> dict:
+        if model not in choices:
+            raise HTTPException(404, f"unknown model {model!r}; choose one of: {', '.join(choices)}")
+        picture = await read_body(request)
+        try:  # the model runs in a worker thread, so the server stays responsive
+            return await run_in_threadpool(read_drawing, choices[model].network, picture)
+        except ImageError as error:
+            raise HTTPException(400, f"cannot read the drawing: {error}") from None
+
+    return app
+
+
+def require_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise DemoError(f"the demo needs {error.name or 'fastapi and uvicorn'}: {INSTALL_EXTRA}") from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, so that a taken port is one clear error before serving."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after Ctrl+C
+        sock.bind((host, port))
+        sock.listen()
+        return sock
+    except OSError as error:
+        sock.close()
+        raise DemoError(f"cannot listen on {host}:{port} ({error.strerror or one_line(error)}); "
+                        "choose another with --port (or --host)") from None
+
+
+def serve(app, sock: socket.socket) -> None:
+    """Serve `app` on `sock` until Ctrl+C."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m digits_zoo.demo",
+        description="A local web page to draw a digit on and see what the models read.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                        help="also offer the model of this checkpoint or train.py run folder (repeatable)")
+    parser.add_argument("--model", metavar="NAME",
+                        help=f"the model selected at first: a shipped model's name or a --checkpoint PATH "
+                        f"(default: the first checkpoint, else {DEFAULT_MODEL})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        require_extra()
+        choices = shipped_models() | checkpoint_models(args.checkpoint)
+        default = args.model or (args.checkpoint[0] if args.checkpoint else DEFAULT_MODEL)
+        if default not in choices:
+            raise DemoError(f"--model {default!r} is not offered; choose one of: {', '.join(choices)}")
+        app = create_app(choices, default)
+        sock = listen(args.host, args.port)
+    except (DigitsZooError, OSError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
+    host, port = sock.getsockname()[:2]
+    address = f"[{host}]" if ":" in host else host
+    print(f"digits_zoo demo: open http://{address}:{port}/ in a browser (Ctrl+C stops it)", flush=True)
+    serve(app, sock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
