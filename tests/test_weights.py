@@ -68,6 +68,13 @@ def test_weights_from_a_run_folder_or_checkpoint(make_cfg, tmp_path):
         create_model("single_dense", pretrained=tmp_path / "nowhere")
 
 
+def test_weights_of_other_model_kwargs_are_refused_by_name(tmp_path):
+    torch.save({"state_dict": {f"model.{k}": v for k, v in create_model("vgg_bn", width=4).state_dict().items()},
+                "hyper_parameters": {"model": "vgg_bn"}}, tmp_path / "narrow.ckpt")
+    with pytest.raises(WeightsError, match=r"do not fit vgg_bn: .*features\.0\.weight.*model\.kwargs"):
+        create_model("vgg_bn", width=8, pretrained=tmp_path / "narrow.ckpt")
+
+
 @pytest.mark.real_data
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_shipped_weights_reach_their_recorded_test_accuracy(name, real_data_dir):
