@@ -3,7 +3,10 @@
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+# configs/train.yaml: `${if_resume:A,B}` is A for `python train.py resume=RUN`, else B
+OmegaConf.register_new_resolver("if_resume", lambda then, otherwise, _root_: then if _root_.get("resume") else otherwise)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
