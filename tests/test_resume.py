@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from digits_zoo.checkpoints import AtomicCheckpointIO
+from digits_zoo.module import DivergedError
 from digits_zoo.resume import ResumeError
 from digits_zoo.training import train
 from tests.conftest import ROOT
@@ -180,6 +181,21 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert checkpoint["epoch"] == 0
     assert all(value.isfinite().all() for value in checkpoint["state_dict"].values() if value.is_floating_point())
     assert not (run / "results.json").exists()
+
+
+class Poison(L.Callback):
+    """After the last batch of the first epoch, a weight that is no longer a number (its loss was fine)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            with torch.no_grad():
+                pl_module.model.head.weight[0, 0] = float("inf")
+
+
+def test_weights_that_overflow_are_never_checkpointed(make_cfg, tmp_path):
+    with pytest.raises(DivergedError, match="the weights became NaN or infinite in epoch 1.*no checkpoint"):
+        train(make_cfg("trainer.max_epochs=2", "+callbacks.poison._target_=tests.test_resume.Poison"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_resume_explains_what_is_missing(make_cfg, tmp_path, tiny_data):
