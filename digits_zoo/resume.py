@@ -78,7 +78,10 @@ def keep_logged_epochs(loggers: list[Logger], last_epoch: int) -> None:
         if not isinstance(logger, CSVLogger):
             continue
         path = Path(logger.log_dir) / "metrics.csv"
-        rows = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
+        rows = []
+        if path.is_file():
+            with path.open(newline="") as file:
+                rows = list(csv.DictReader(file))
         with warnings.catch_warnings():  # "...exists and is not empty": expected here
             warnings.simplefilter("ignore")
             logger.experiment  # noqa: B018 (starts the writer, which removes the old file)

@@ -98,7 +98,7 @@ def train(cfg: DictConfig) -> dict:
         if resume:  # its folders are meant to exist
             warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty")
         # weights_only: loading a checkpoint never runs pickled code
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.checkpoint, weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None, weights_only=True)
     train_seconds = timer.time_elapsed("train")
 
     ranking = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
