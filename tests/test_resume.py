@@ -208,11 +208,14 @@ def test_resume_explains_what_is_missing(make_cfg, tmp_path, tiny_data):
     with pytest.raises(ResumeError, match="no checkpoints/last.ckpt"):
         train(make_cfg(f"resume={tmp_path / 'empty'}"))
 
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"resume={tmp_path / 'empty'}", "seed=3"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: resume=") and "drop the other overrides (seed=3)" in line
+    for args, message in ((["resume=typo"], "no such folder"), ([f"resume={tmp_path / 'empty'}", "seed=3"],
+                                                                   "drop the other overrides (seed=3)")):
+        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: resume=") and message in line
+    assert not (tmp_path / "typo").exists()  # not made into a run folder by Hydra
 
 
 class Payload:
