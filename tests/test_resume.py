@@ -19,10 +19,13 @@ import lightning as L
 import pytest
 import torch
 
+from digits_zoo import create_model
 from digits_zoo.checkpoints import AtomicCheckpointIO
 from digits_zoo.module import DivergedError
-from digits_zoo.resume import ResumeError
+from digits_zoo.predict import load_model
+from digits_zoo.resume import ResumeError, load_resume
 from digits_zoo.training import train
+from digits_zoo.weights import WeightsError
 from tests.conftest import ROOT
 
 # dropout, batch-norm, augmentation and a one-cycle schedule: every kind of state a resume must restore
@@ -235,10 +238,15 @@ def test_checkpoints_from_files_never_run_pickled_code(tmp_path):
     (run / "config.yaml").write_text(f"paths:\n  output_dir: {run}\n")
     torch.save({"epoch": 0, "state_dict": {}, "payload": Payload(ran)}, run / "checkpoints" / "last.ckpt")
 
-    with pytest.raises(Exception, match="Unsupported global"):
+    with pytest.raises(Exception, match="Unsupported global"):  # Lightning's loading in fit and test
         AtomicCheckpointIO().load_checkpoint(run / "checkpoints" / "last.ckpt")
     with pytest.raises(ResumeError, match="cannot read .*last.ckpt"):
-        from digits_zoo.resume import load_resume
-
         load_resume(run)
+    with pytest.raises(WeightsError):
+        load_model(run)  # predict --model
+    with pytest.raises(WeightsError):
+        create_model("flatten_mlp", pretrained=run)  # and model.pretrained=
     assert not ran.exists()
+
+    torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # the unsafe way does run it
+    assert ran.exists()
