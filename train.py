@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from digits_zoo.cli import one_line_errors
+from digits_zoo.cli import one_line_errors  # (also registers the configs' ${if_resume:...} resolver)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

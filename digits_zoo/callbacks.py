@@ -1,9 +1,11 @@
-"""Callbacks that the configs name: progress bars that count batches."""
+"""Callbacks: progress bars that count batches, and the per-epoch seeding of torch's generators."""
 
 from __future__ import annotations
 
 import sys
 
+import lightning as L
+import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 
@@ -65,3 +67,16 @@ def progress_bar(refresh_rate: int = 20) -> ProgressBar:
     if sys.stderr.isatty() and sys.stdout.isatty():
         return RichBatchProgressBar(refresh_rate=1)  # rich redraws at its own pace
     return BatchProgressBar(refresh_rate=refresh_rate)
+
+
+class EpochSeed(L.Callback):
+    """Reseeds torch's global generators (dropout draws from them) at the start of every training
+    epoch from (seed, epoch) alone, so that an epoch resumed from a checkpoint draws the same numbers
+    as it did in the uninterrupted run. The data order and augmentation have their own generator
+    (`data.EpochShuffle`)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.manual_seed(self.seed * 1_000_033 + trainer.current_epoch)  # not the data's seed (1_000_003)

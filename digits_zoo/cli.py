@@ -18,12 +18,22 @@ from pathlib import Path
 
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from digits_zoo.errors import DigitsZooError, one_line
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
+
+
+def if_resume(then, otherwise, _root_):
+    """configs/train.yaml's `${if_resume:A,B}`: A for `resume=RUN` where the folder RUN exists, else B
+    (a mistyped RUN is then reported, not created as Hydra's run folder)."""
+    resume = _root_.get("resume")
+    return then if resume and Path(resume).is_dir() else otherwise
+
+
+OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -97,6 +107,8 @@ class RunFolderGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         folder = Path(config.hydra.run.dir)
+        if config.get("resume"):  # continuing that run is the point
+            return
         if (folder / "results.json").exists() or any((folder / "checkpoints").glob("*.ckpt")):
             # Hydra turns a callback's exceptions into warnings, and this must stop the run
             print(f"error: {folder} already holds a run; choose a new folder with hydra.run.dir=DIR "

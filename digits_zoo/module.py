@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from digits_zoo.data import batches_per_epoch
-from digits_zoo.errors import ConfigError, check_number
+from digits_zoo.errors import ConfigError, DigitsZooError, check_number
 from digits_zoo.losses import LOSSES
 from digits_zoo.registry import create_model
 
@@ -38,6 +38,10 @@ def most_confident(*candidates: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor,
     merged = tuple(torch.cat(parts) for parts in zip(*(c for c in candidates if c)))
     keep = merged[0].topk(min(MISTAKES_SHOWN, len(merged[0]))).indices
     return tuple(t[keep] for t in merged)
+
+
+class DivergedError(DigitsZooError):
+    """The training loss or the weights became NaN or infinite (most often: a learning rate too high)."""
 
 
 class DigitClassifier(L.LightningModule):
@@ -125,7 +129,8 @@ class DigitClassifier(L.LightningModule):
             weights.append(torch.full_like(losses[-1], len(y)))
             logits.append(out.detach())
             targets.append(y)
-        self._accumulate("train", torch.stack(losses), torch.stack(weights), torch.cat(logits), torch.cat(targets))
+        self._group_losses = torch.stack(losses)  # checked in on_train_batch_end
+        self._accumulate("train", self._group_losses, torch.stack(weights), torch.cat(logits), torch.cat(targets))
         self.log("loss", losses[-1], prog_bar=True, logger=False)  # the latest batch's, on the bar
         return losses[-1]
 
@@ -133,6 +138,19 @@ class DigitClassifier(L.LightningModule):
         """Add batches to the epoch's mean loss (weighted by batch size) and accuracy."""
         self.metrics[f"{stage}_loss"].update(loss, weight=weight)
         self.metrics[f"{stage}_acc"].update((logits.argmax(dim=1) == y).float())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # one value read back per Lightning step (a group of steps_per_execution batches), outside the
+        # step itself: a diverging run stops within a group of batches, long before its next checkpoint
+        if not torch.isfinite(self._group_losses).all():
+            raise DivergedError(self._diverged("the training loss"))
+
+    def _diverged(self, what: str) -> str:
+        epoch, lr = self.current_epoch, self.hparams.lr
+        kept = (f"the last good checkpoint (last.ckpt, after epoch {epoch}) is kept" if epoch
+                else "no epoch had finished, so there is no checkpoint")
+        return (f"{what} became NaN or infinite in epoch {epoch + 1}, at optimiser step {self.global_step}: "
+                f"lower optimizer.lr (now {lr:g}) and train again; {kept}")
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_features:  # frozen features: batch-norm statistics and dropout too
@@ -197,7 +215,21 @@ class DigitClassifier(L.LightningModule):
         self.log_dict({"step": float(self.global_step), "epoch": float(self.current_epoch)})
 
     def on_train_epoch_end(self) -> None:
+        # the epoch's checkpoints are written after this hook: never of weights that are not numbers
+        # (a finite loss can still take a step that overflows them)
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if not torch.stack([t.isfinite().all() for t in tensors]).all():
+            raise DivergedError(self._diverged("the weights"))
         self._log_epoch("train")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["history"] = self.history  # so that a resumed run's curves start at its first epoch
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # epochs already in memory are as new as the checkpoint's or newer: testing the best
+        # checkpoint after training loads the history of an earlier epoch
+        for epoch, values in checkpoint.get("history", {}).items():
+            self.history.setdefault(epoch, values)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

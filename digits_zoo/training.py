@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from digits_zoo.callbacks import EpochSeed
+from digits_zoo.checkpoints import AtomicCheckpointIO
 from digits_zoo.errors import ConfigError, check_count
 from digits_zoo.leaderboard import markdown
 from digits_zoo.module import DigitClassifier
+from digits_zoo.resume import keep_logged_epochs, load_resume
 from digits_zoo.weights import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -28,11 +31,9 @@ def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
         if conf is None:
             continue
         target = get_object(conf._target_)  # a class, or a factory such as callbacks.progress_bar
-        if not validation and isinstance(target, type) and issubclass(target, ModelCheckpoint):
-            # nothing to rank a "best" by: keep last.ckpt, the final weights, only
-            callbacks.append(instantiate(conf, monitor=None, save_top_k=0))
-        else:
-            callbacks.append(instantiate(conf))
+        if not validation and isinstance(target, type) and issubclass(target, ModelCheckpoint) and conf.get("monitor"):
+            continue  # nothing to rank a "best" by: last.ckpt, the final weights, is the one to test
+        callbacks.append(instantiate(conf))
     return callbacks
 
 
@@ -52,16 +53,22 @@ def _tidy_lightning_logging() -> None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train `cfg.model` on `cfg.data`, test the best checkpoint, write `results.json`.
+    """Train `cfg.model` on `cfg.data`, test the best checkpoint, write `results.json`. With
+    `cfg.resume` set to a run folder, continue that run from its last checkpoint instead.
 
     Returns {"metrics": results, "trainer", "module", "datamodule"} so callers and tests can look
     further.
     """
     _tidy_lightning_logging()
+    resume = load_resume(cfg.resume) if cfg.get("resume") else None
+    if resume:
+        cfg = resume.cfg
+        log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank == 0:  # with DDP, every process runs train(cfg) in the same run folder
+    # with DDP every process runs train(cfg) in the same run folder; a resumed run keeps its config
+    if not resume and rank_zero_only.rank == 0:
         OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -84,20 +91,29 @@ def train(cfg: DictConfig) -> dict:
             module.model.reset_classifier(module.model.num_classes)
     validation = datamodule.has_validation
     loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf is not None]
+    if resume:
+        keep_logged_epochs(loggers, resume.epoch)
+    timer = Timer()  # training time, carried over a resume in the checkpoint
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=_callbacks(cfg, validation),
+        callbacks=[*_callbacks(cfg, validation), EpochSeed(cfg.seed), timer],
         logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
         **({} if validation else {"limit_val_batches": 0}),
     )
 
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    train_seconds = time.perf_counter() - start
+    with warnings.catch_warnings():
+        if resume:  # its folders are meant to exist
+            warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty")
+        # weights_only: loading a checkpoint never runs pickled code
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None, weights_only=True)
+    train_seconds = timer.time_elapsed("train")
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ranking = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
+    best = ranking.best_model_path if ranking else ""
     # the best checkpoint on val/acc; without validation, the final weights
-    (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
+                                   weights_only=True)
 
     # counted from 1: the epoch after which the tested weights were saved
     best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if best else trainer.current_epoch
@@ -110,7 +126,7 @@ def train(cfg: DictConfig) -> dict:
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
         "best_checkpoint": best or None,
-        "best_val/acc": float(trainer.checkpoint_callback.best_model_score) if best else None,
+        "best_val/acc": float(ranking.best_model_score) if best else None,
         "seed": cfg.seed,
     }
     if trainer.is_global_zero:
