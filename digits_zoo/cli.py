@@ -111,6 +111,6 @@ class RunFolderGuard(Callback):
             return
         if (folder / "results.json").exists() or any((folder / "checkpoints").glob("*.ckpt")):
             # Hydra turns a callback's exceptions into warnings, and this must stop the run
-            print(f"error: {folder} already holds a run; choose a new folder with hydra.run.dir=DIR "
-                  "(by default each run gets its own dated folder)", file=sys.stderr)
+            print(f"error: {folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default "
+                  f"each run gets its own dated folder), or continue a stopped run with resume={folder}", file=sys.stderr)
             sys.exit(1)
