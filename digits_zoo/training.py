@@ -85,7 +85,7 @@ def train(cfg: DictConfig) -> dict:
     if module.model.num_classes != datamodule.num_classes:
         raise ConfigError(f"{cfg.model.name} has {module.model.num_classes} classes and {datamodule.dataset_cls.__name__} "
                           f"{datamodule.num_classes}; set model.kwargs.num_classes={datamodule.num_classes}")
-    if cfg.model.get("pretrained"):
+    if cfg.model.get("pretrained") and not resume:  # a resumed run's weights come from its checkpoint
         load_pretrained(module.model, cfg.model.name, cfg.model.pretrained, fresh_head=cfg.model.get("reset_head", False))
         if cfg.model.get("reset_head"):
             module.model.reset_classifier(module.model.num_classes)
