@@ -78,7 +78,7 @@ class DigitClassifier(L.LightningModule):
         if freeze_features:  # a linear probe: only the head learns
             for name, parameter in self.model.named_parameters():
                 parameter.requires_grad_(name.startswith("head."))
-        if channels_last:  # NHWC convolutions: about a third faster for the CNNs on this CPU
+        if channels_last:  # NHWC convolutions: a CNN step takes 0.72-0.91 of the time on this CPU
             self.model.to(memory_format=torch.channels_last)
         if compile:
             self.model.compile()  # in place: the state dict keeps its plain keys
