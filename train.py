@@ -1,16 +1,22 @@
 """Train a digits_zoo model: `python train.py model=flatten_mlp` (any Hydra override works)."""
 
-import hydra
-from omegaconf import DictConfig
+import sys
 
-from digits_zoo.cli import one_line_errors  # (also registers the configs' ${if_resume:...} resolver)
+try:
+    import hydra
+    from omegaconf import DictConfig
+
+    from digits_zoo.cli import one_line_errors  # (also registers the configs' ${if_resume:...} resolver)
+except KeyboardInterrupt:  # Ctrl+C in the first second or two, while Python imports torch
+    print("stopped: SIGINT (Ctrl+C) before the run started", file=sys.stderr)
+    sys.exit(130)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from digits_zoo.training import train
-
     with one_line_errors():
+        from digits_zoo.training import train
+
         train(cfg)
 
 

@@ -13,8 +13,8 @@ from digits_zoo.data import batches_per_epoch
 
 
 class _CountBatches:
-    """Count batches (optimiser steps) rather than Lightning steps, which differ when each
-    Lightning step runs several (`data.steps_per_execution`)."""
+    """Count batches rather than Lightning steps, which differ when each Lightning step runs
+    several (grouped steps, `data.steps_per_execution`)."""
 
     _epoch_start_step = 0
 
@@ -26,8 +26,10 @@ class _CountBatches:
         super().on_train_epoch_start(trainer, *args)
         self._epoch_start_step = trainer.global_step
 
-    def batches_done(self, trainer) -> int:
-        return trainer.global_step - self._epoch_start_step
+    def batches_done(self, trainer, batch_idx: int) -> int:
+        if getattr(trainer.lightning_module, "takes_groups", False):  # one optimiser step per batch
+            return trainer.global_step - self._epoch_start_step
+        return batch_idx + 1
 
 
 class BatchProgressBar(_CountBatches, TQDMProgressBar):
@@ -42,7 +44,7 @@ class BatchProgressBar(_CountBatches, TQDMProgressBar):
         self._shown = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        done, bar = self.batches_done(trainer), self.train_progress_bar
+        done, bar = self.batches_done(trainer, batch_idx), self.train_progress_bar
         if bar is None or bar.disable or not (done - self._shown >= self.refresh_rate or done >= bar.total):
             return
         self._shown = bar.n = done
@@ -56,7 +58,7 @@ class RichBatchProgressBar(_CountBatches, RichProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if not self.is_disabled and self.train_progress_bar_id is None:
             self._initialize_train_progress_bar_id()  # resumed in the middle of an epoch
-        self._update(self.train_progress_bar_id, self.batches_done(trainer))
+        self._update(self.train_progress_bar_id, self.batches_done(trainer, batch_idx))
         self._update_metrics(trainer, pl_module)
         self.refresh()
 

@@ -3,8 +3,8 @@
 Hydra reports its own errors (an unknown config group option, key or override syntax) over several
 lines, and everything else as a stack trace. `one_line_errors` lets Hydra raise instead and prints
 one `error: ...` line for the project's own errors, configuration mistakes and file-system
-problems; anything else is a bug and keeps its stack trace. DIGITS_ZOO_DEBUG=1 shows the stack
-trace of every error.
+problems, and one `stopped: ...` line for a run stopped by SIGTERM or Ctrl+C; anything else is a
+bug and keeps its stack trace. DIGITS_ZOO_DEBUG=1 shows the stack trace of every error.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from digits_zoo.errors import DigitsZooError, one_line
+from digits_zoo.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
 
@@ -83,22 +84,31 @@ def user_message(error: BaseException) -> str | None:
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """An error the user can fix ends the process with one `error: ...` line and exit code 1.
+    """An error the user can fix ends the process with one `error: ...` line and exit code 1; a run
+    stopped by SIGTERM or Ctrl+C (`digits_zoo.stops`) with one `stopped: ...` line and 143 or 130.
 
     Use it around composing the config (where Hydra, told to raise, would otherwise print its own
     report) and inside the job (where Hydra would first announce that the job failed)."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own report
     try:
-        yield
-    except Exception as error:
+        with sigterm_raises():
+            yield
+    except (Exception, KeyboardInterrupt, Terminated) as caught:
+        error = caught if isinstance(caught, Exception) else stopped_outside(caught)
         message = None if os.environ.get(DEBUG_VARIABLE) else user_message(error)
         if message is None:
             raise
-        from lightning.pytorch.utilities import rank_zero_only
+        if _first_process():  # under DDP every process meets it; the first one says so
+            print(f"{'stopped' if isinstance(error, RunStopped) else 'error'}: {message}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 1))
 
-        if rank_zero_only.rank == 0:  # under DDP every process meets it; the first one says so
-            print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+
+def _first_process() -> bool:
+    try:
+        from lightning.pytorch.utilities import rank_zero_only
+    except Exception:  # Ctrl+C in the middle of importing Lightning leaves it half-imported
+        return True
+    return rank_zero_only.rank == 0
 
 
 class RunFolderGuard(Callback):

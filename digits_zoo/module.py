@@ -6,9 +6,8 @@ import warnings
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -16,12 +15,13 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from digits_zoo.data import batches_per_epoch
 from digits_zoo.errors import ConfigError, DigitsZooError, check_number
+from digits_zoo.loop import lightning_loop_reasons
 from digits_zoo.losses import LOSSES
+from digits_zoo.plots import image_loggers, log_figures
 from digits_zoo.registry import create_model
 
 STAGES = ("train", "val", "test")
 MISTAKES_SHOWN = 20
-STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 NO_SCALER_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true")
 
 # Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
@@ -29,7 +29,7 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 # Under DDP Lightning advises reducing epoch-level values across processes (sync_dist=True); ours
 # come from torchmetrics' compute(), which has already reduced them (step and epoch are the same
 # everywhere), and reducing again would only add a collective and rounding.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('((train|val|test)/(loss|acc)|step|epoch)'")
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/(loss|acc)'")
 
 
 def most_confident(*candidates: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -82,10 +82,8 @@ class DigitClassifier(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         if compile:
             self.model.compile()  # in place: the state dict keeps its plain keys
-        # One optimiser step per batch, however many batches a training step is given (see
-        # TensorLoader's steps_per_execution): the same training, less of Lightning's per-step cost.
-        self.automatic_optimization = False
-        self._direct_steps = False  # decided in on_train_start
+        # Lightning's own loop, or grouped steps where they train the same: decided in setup()
+        self._direct_steps = False
         num_classes = self.model.num_classes
         # Keyed "<stage>_<name>" (a bare "train" key would clash with nn.Module.train). Accuracy is
         # the mean of right answers: micro-averaged like Keras' "accuracy", and unlike
@@ -103,9 +101,50 @@ class DigitClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        """`batch` is one (x, y) batch or a list of consecutive ones: one optimiser step each."""
-        batches = batch if isinstance(batch[0], (list, tuple)) else [batch]
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._choose_loop()
+
+    def _choose_loop(self) -> None:
+        """Grouped steps where they train exactly as Lightning's own loop would, else Lightning's loop
+        (see digits_zoo.loop); said in one line."""
+        trainer = self.trainer
+        reasons = lightning_loop_reasons(trainer, self, DigitClassifier)
+        group = getattr(trainer.datamodule, "steps_per_execution", 1)
+        self.automatic_optimization = bool(reasons)
+        # optimiser steps can skip Lightning's dispatch where it would do nothing: one device, no scaler
+        self._direct_steps = (not reasons and type(trainer.strategy) is SingleDeviceStrategy
+                              and trainer.precision in NO_SCALER_PRECISIONS)
+        if reasons:
+            unused = f"; data.steps_per_execution={group} is not used" if group > 1 else ""
+            rank_zero_info(f"Training loop: Lightning's own, one batch per step, for {', '.join(reasons)}{unused}")
+        else:  # (Lightning compares log_every_n_steps with its own steps; ours are batches)
+            warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+            rank_zero_info(f"Training loop: {group} batch{'es' if group > 1 else ''} per Lightning step "
+                           "(data.steps_per_execution), one optimiser step each")
+
+    @property
+    def takes_groups(self) -> bool:
+        """Whether training steps take lists of consecutive batches (grouped steps)."""
+        return not self.automatic_optimization
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        """Lightning's own loop: one (x, y) batch, whose loss Lightning minimises. Grouped steps: a
+        list of consecutive batches (or one), one optimiser step each, taken here."""
+        grouped = isinstance(batch[0], (list, tuple))
+        if self.automatic_optimization:
+            if grouped:
+                raise ConfigError("the training loader yields groups of batches, which only grouped steps take; "
+                                  "give this run's MNISTDataModule steps_per_execution=1")
+            x, y = batch
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            self._group_losses = loss.detach()[None]  # checked in on_train_batch_end
+            self._accumulate("train", self._group_losses, torch.full_like(self._group_losses, len(y)), logits.detach(), y)
+            self.log("loss", self._group_losses[0], prog_bar=True, logger=False)
+            self.log("train/loss_step", self._group_losses[0], on_step=True, on_epoch=False)
+            return loss
+        batches = batch if grouped else [batch]
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         losses, weights, logits, targets = [], [], [], []
         for x, y in batches:
@@ -130,9 +169,12 @@ class DigitClassifier(L.LightningModule):
             logits.append(out.detach())
             targets.append(y)
         self._group_losses = torch.stack(losses)  # checked in on_train_batch_end
+        # the loggers' x axis counts optimiser steps (Lightning adds one per Lightning step itself);
+        # a private counter, like the step hooks above (Lightning is pinned to 2.6, and tested)
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(batches) - 1
         self._accumulate("train", self._group_losses, torch.stack(weights), torch.cat(logits), torch.cat(targets))
         self.log("loss", losses[-1], prog_bar=True, logger=False)  # the latest batch's, on the bar
-        return losses[-1]
+        return None
 
     def _accumulate(self, stage: str, loss: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Add batches to the epoch's mean loss (weighted by batch size) and accuracy."""
@@ -144,6 +186,22 @@ class DigitClassifier(L.LightningModule):
         # step itself: a diverging run stops within a group of batches, long before its next checkpoint
         if not torch.isfinite(self._group_losses).all():
             raise DivergedError(self._diverged("the training loss"))
+        if self.takes_groups:
+            self._log_grouped_step_losses()
+
+    def _log_grouped_step_losses(self) -> None:
+        """`train/loss_step` of the batches that Lightning's own loop would log: every
+        trainer.log_every_n_steps-th optimiser step, at its step on the loggers' axis."""
+        every, done = self.trainer.log_every_n_steps, self.global_step  # optimiser steps, this group's included
+        first = done - len(self._group_losses)
+        steps = [step for step in range(first, done) if every and (step + 1) % every == 0]
+        if not steps or not self.loggers:
+            return
+        values = self._group_losses[[step - first for step in steps]].tolist()
+        for logger in self.loggers:
+            for step, value in zip(steps, values):
+                logger.log_metrics({"train/loss_step": value, "epoch": self.current_epoch}, step=step)
+            logger.save()
 
     def _diverged(self, what: str) -> str:
         epoch, lr = self.current_epoch, self.hparams.lr
@@ -157,18 +215,6 @@ class DigitClassifier(L.LightningModule):
             for name, module in self.model.named_children():
                 if name != "head":
                     module.eval()
-
-    def on_train_start(self) -> None:
-        """Optimiser steps can skip Lightning's dispatch only where it would do nothing: one device,
-        no gradient scaler, and no callback or subclass that listens to the per-step hooks."""
-        trainer = self.trainer
-        listeners = [self, *trainer.callbacks]
-        self._direct_steps = (
-            type(trainer.strategy) is SingleDeviceStrategy
-            and trainer.precision in NO_SCALER_PRECISIONS
-            and not any(is_overridden(hook, obj, L.Callback if obj is not self else None)
-                        for hook in STEP_HOOKS for obj in listeners)
-        )
 
     def _evaluation_step(self, batch, stage: str) -> None:
         x, y = batch
@@ -210,9 +256,6 @@ class DigitClassifier(L.LightningModule):
             self.log(f"{stage}/{name}", value, prog_bar=True)
             if stage != "test" and not self.trainer.sanity_checking:
                 self.history.setdefault(self.current_epoch, {})[f"{stage}/{name}"] = value.item()
-        # the loggers' x axis in optimiser steps; Lightning would count its own steps, fewer with
-        # groups of batches, and adds "epoch" only when it picks the step itself
-        self.log_dict({"step": float(self.global_step), "epoch": float(self.current_epoch)})
 
     def on_train_epoch_end(self) -> None:
         # the epoch's checkpoints are written after this hook: never of weights that are not numbers
@@ -234,11 +277,11 @@ class DigitClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
         confusion = self._compute_and_reset("val_confusion")
-        if not self.trainer.sanity_checking and self._tensorboard is not None and self.trainer.is_global_zero:
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero and image_loggers(self.loggers):
             from digits_zoo.plots import confusion_matrix_figure
 
             figure = confusion_matrix_figure(confusion, "Validation confusion matrix")
-            self._tensorboard.experiment.add_figure("val/confusion_matrix", figure, self.current_epoch)
+            log_figures(self.loggers, {"val/confusion_matrix": figure}, self.current_epoch)
 
     def on_test_epoch_start(self) -> None:
         self._mistakes = ()
@@ -254,18 +297,12 @@ class DigitClassifier(L.LightningModule):
             wrong = score >= 0
             figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history,
                                      (images[wrong], true[wrong], pred[wrong], score[wrong]))
-            if self._tensorboard is not None:
-                for name, figure in figures.items():
-                    self._tensorboard.experiment.add_figure(f"test/{name}", figure, self.global_step)
+            log_figures(self.loggers, {f"test/{name}": figure for name, figure in figures.items()}, self.global_step)
 
     def _compute_and_reset(self, name: str) -> torch.Tensor:
         value = self.metrics[name].compute()
         self.metrics[name].reset()
         return value
-
-    @property
-    def _tensorboard(self) -> TensorBoardLogger | None:
-        return next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -273,8 +310,9 @@ class DigitClassifier(L.LightningModule):
         optimizer = torch.optim.Adam(trainable, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         if hp.scheduler is None:
             return optimizer
-        # one cycle over all optimiser steps, peaking at lr
-        self.trainer.estimated_stepping_batches  # (loads the training loader that batches_per_epoch reads)
-        total = self.trainer.max_epochs * batches_per_epoch(self.trainer)
+        # one cycle over all optimiser steps, peaking at lr (Lightning counts its own steps: groups)
+        total = self.trainer.estimated_stepping_batches  # (also loads the loader that batches_per_epoch reads)
+        if self.takes_groups:
+            total = self.trainer.max_epochs * batches_per_epoch(self.trainer)
         onecycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": onecycle, "interval": "step"}}

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -20,7 +20,7 @@ def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion mat
     n = counts.shape[0]
     accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
     values = counts / counts.sum(dim=1, keepdim=True).clamp(min=1) if normalize else counts
-    fig = _figure(6.4, 5.6)
+    fig = new_figure(6.4, 5.6)
     ax = fig.subplots()
     image = ax.imshow(values.numpy(), cmap="Blues", vmin=0)
     fig.colorbar(image, ax=ax, shrink=0.8)
@@ -44,7 +44,7 @@ def per_class_accuracy_figure(confusion: torch.Tensor):
     counts = confusion.cpu().double()
     per_class = counts.diag() / counts.sum(dim=1).clamp(min=1)
     overall = counts.diag().sum().item() / max(counts.sum().item(), 1)
-    fig = _figure(6.4, 3.6)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     bars = ax.bar(range(len(per_class)), 100 * per_class.numpy(), color="tab:blue")
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
@@ -59,7 +59,7 @@ def per_class_accuracy_figure(confusion: torch.Tensor):
 def training_curves_figure(history: dict[int, dict[str, float]]):
     """Loss and accuracy per epoch, training and (where there is one) validation."""
     epochs = sorted(history)
-    fig = _figure(9.0, 3.6)
+    fig = new_figure(9.0, 3.6)
     for ax, metric, label in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
         for stage, style in (("train", "o-"), ("val", "s--")):
             points = [(e + 1, history[e][f"{stage}/{metric}"]) for e in epochs if f"{stage}/{metric}" in history[e]]
@@ -78,7 +78,7 @@ def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor
     count = len(images)
     columns = min(count, 5)
     rows = -(-count // columns) if count else 1
-    fig = _figure(1.7 * max(columns, 1), 1.95 * rows)
+    fig = new_figure(1.7 * max(columns, 1), 1.95 * rows)
     fig.suptitle("Most confident mistakes (true → predicted, confidence)")
     axes = fig.subplots(rows, max(columns, 1), squeeze=False).flat
     for ax in axes:
@@ -116,3 +116,24 @@ def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, 
     for name, figure in figures.items():
         figure.savefig(out_dir / f"{name}.png")
     return figures
+
+
+def image_loggers(loggers) -> list:
+    """The run's loggers that store pictures: TensorBoard and MLflow (CSV does not)."""
+    from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger  # neither imports its backend
+
+    return [logger for logger in loggers if isinstance(logger, (TensorBoardLogger, MLFlowLogger))]
+
+
+def log_figures(loggers, figures: dict, step: int) -> None:
+    """Each figure, under its tag, to every logger that stores pictures: to TensorBoard at `step`,
+    to MLflow as the artifact `<tag>_step<step>.png` (one file per step, so that the validation
+    confusion matrix of each epoch is kept)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in image_loggers(loggers):
+        for tag, figure in figures.items():
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_figure(logger.run_id, figure, f"{tag}_step{step:04d}.png")
+            else:
+                logger.experiment.add_figure(tag, figure, step)

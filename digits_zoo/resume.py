@@ -33,12 +33,14 @@ class Resume:
     epoch: int  # the last finished epoch, counted from 0 as Lightning does
 
 
-def load_resume(run: str | Path) -> Resume:
-    """The configuration and last checkpoint of the run folder `run`, checked before any training."""
+def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
+    """The configuration and last checkpoint of the run folder `run`, checked before any training.
+    `check_overrides=False`: only whether the folder can be resumed, not this process's command line
+    (a run that stopped asks it about itself)."""
     folder = Path(run).expanduser()
     if not folder.is_dir():
         raise ResumeError(f"resume={run}: no such folder; give the run folder of a train.py run, e.g. {EXAMPLE}")
-    if others := _other_overrides():
+    if check_overrides and (others := _other_overrides()):
         raise ResumeError(f"resume={run} continues the run with its own config.yaml; drop the other overrides "
                           f"({' '.join(others)})")
     config, checkpoint = folder / "config.yaml", folder / "checkpoints" / "last.ckpt"

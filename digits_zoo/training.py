@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging, Timer
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,8 +18,10 @@ from digits_zoo.callbacks import EpochSeed
 from digits_zoo.checkpoints import AtomicCheckpointIO
 from digits_zoo.errors import ConfigError, check_count
 from digits_zoo.leaderboard import markdown
+from digits_zoo.lr_find import find_learning_rate
 from digits_zoo.module import DigitClassifier
 from digits_zoo.resume import keep_logged_epochs, load_resume
+from digits_zoo.stops import reporting_stops
 from digits_zoo.weights import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
             continue  # nothing to rank a "best" by: last.ckpt, the final weights, is the one to test
         callbacks.append(instantiate(conf))
     return callbacks
+
+
+def _check_accelerator(accelerator: str | None) -> None:
+    """A GPU asked for where torch sees none: one line instead of Lightning's stack trace."""
+    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator}, but torch sees no CUDA GPU here "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use trainer=cpu, "
+                          "or the default trainer.accelerator=auto, which takes a GPU when there is one")
 
 
 def _drop_tips(record: logging.LogRecord) -> bool:
@@ -65,6 +75,7 @@ def train(cfg: DictConfig) -> dict:
         cfg = resume.cfg
         log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
+    _check_accelerator(cfg.trainer.get("accelerator"))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # with DDP every process runs train(cfg) in the same run folder; a resumed run keeps its config
@@ -102,21 +113,31 @@ def train(cfg: DictConfig) -> dict:
         **({} if validation else {"limit_val_batches": 0}),
     )
 
+    if cfg.get("lr_find"):
+        return find_learning_rate(cfg, trainer, module, datamodule, out_dir)
+
     with warnings.catch_warnings():
         if resume:  # its folders are meant to exist
             warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty")
         # weights_only: loading a checkpoint never runs pickled code
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None, weights_only=True)
+        with reporting_stops(trainer, out_dir):  # SIGTERM, Ctrl+C: one line that says how to go on
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None, weights_only=True)
     train_seconds = timer.time_elapsed("train")
 
     ranking = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
     best = ranking.best_model_path if ranking else ""
+    if any(isinstance(callback, StochasticWeightAveraging) for callback in trainer.callbacks):
+        # its averaged weights exist only now, after training: they are the ones to test
+        best, ranking = str(out_dir / "checkpoints" / "averaged.ckpt"), None
+        trainer.save_checkpoint(best)
+        log.info("StochasticWeightAveraging: testing its averaged weights, saved as %s", best)
     # the best checkpoint on val/acc; without validation, the final weights
-    (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
-                                   weights_only=True)
+    with reporting_stops(trainer, out_dir):
+        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
+                                       weights_only=True)
 
     # counted from 1: the epoch after which the tested weights were saved
-    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if best else trainer.current_epoch
+    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranking and best else trainer.current_epoch
     results = {
         "model": cfg.model.name,
         "params": sum(p.numel() for p in module.model.parameters()),
@@ -126,7 +147,7 @@ def train(cfg: DictConfig) -> dict:
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
         "best_checkpoint": best or None,
-        "best_val/acc": float(ranking.best_model_score) if best else None,
+        "best_val/acc": float(ranking.best_model_score) if ranking and best else None,
         "seed": cfg.seed,
     }
     if trainer.is_global_zero:

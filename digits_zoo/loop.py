@@ -1,0 +1,84 @@
+"""Which training loop a run uses, decided in one place (`DigitClassifier.setup`).
+
+Grouped steps: each Lightning step gets `data.steps_per_execution` consecutive batches and takes
+one optimiser step per batch, without Lightning's per-step dispatch (which costs more than a small
+model's step). The batches, their order and every optimiser step are those of Lightning's own
+loop; only what Lightning does *between* its steps happens once per group instead of once per
+batch. So whatever counts or listens to single batches (gradient clipping and accumulation, batch
+limits, step-based checkpoints and schedules, per-batch callbacks, profilers) gets Lightning's own
+loop: automatic optimisation, one batch per step, every documented behaviour.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.callbacks import (
+    BatchSizeFinder,
+    GradientAccumulationScheduler,
+    LearningRateFinder,
+    ModelCheckpoint,
+    StochasticWeightAveraging,
+    Timer,
+)
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+# the hooks Lightning calls for every batch or optimiser step (not once per epoch)
+PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+                   "on_before_optimizer_step", "on_before_zero_grad")
+# callbacks that drive Lightning's own loop from the inside (skipped backward passes, trial runs,
+# a changing accumulate_grad_batches)
+NEED_LIGHTNINGS_LOOP = (StochasticWeightAveraging, LearningRateFinder, BatchSizeFinder, GradientAccumulationScheduler)
+
+
+def lightning_loop_reasons(trainer: L.Trainer, module: L.LightningModule, module_base: type) -> list[str]:
+    """What in this trainer counts or listens to single batches, so that the run needs Lightning's own
+    loop; empty where grouped steps train exactly the same. `module_base`: the LightningModule class
+    whose own per-batch hooks are known to work with groups."""
+    reasons = []
+    if trainer.gradient_clip_val:
+        reasons.append(f"trainer.gradient_clip_val={trainer.gradient_clip_val}")
+    if trainer.accumulate_grad_batches != 1:
+        reasons.append(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}")
+    if trainer.fast_dev_run:
+        reasons.append("trainer.fast_dev_run")
+    counted = {  # settings that count batches (an int) or fractions of an epoch's batches
+        "max_steps": trainer.max_steps != -1,
+        "min_steps": bool(trainer.fit_loop.min_steps),
+        "limit_train_batches": _part_of_an_epoch(trainer.limit_train_batches),
+        "val_check_interval": _part_of_an_epoch(trainer.val_check_interval),
+        "overfit_batches": trainer.overfit_batches > 0,
+    }
+    reasons += [f"trainer.{key}" for key, used in counted.items() if used]
+    if not isinstance(trainer.profiler, PassThroughProfiler):
+        reasons.append(f"trainer.profiler ({type(trainer.profiler).__name__}: it reports per-batch hooks)")
+    for callback in trainer.callbacks:
+        if reason := _callback_reason(callback):
+            reasons.append(reason)
+    reasons += [f"{type(module).__name__}.{hook}" for hook in PER_BATCH_HOOKS if is_overridden(hook, module, module_base)]
+    return reasons
+
+
+def _part_of_an_epoch(value: int | float) -> bool:
+    return isinstance(value, int) or value != 1.0
+
+
+def _callback_reason(callback: L.Callback) -> str | None:
+    name = type(callback).__name__
+    if isinstance(callback, NEED_LIGHTNINGS_LOOP):
+        return name
+    if isinstance(callback, ModelCheckpoint):  # its per-batch hook saves only on these settings
+        # (private attributes: Lightning is pinned to 2.6, and tests/test_lightning_features.py checks them)
+        if callback._every_n_train_steps:
+            return f"ModelCheckpoint(every_n_train_steps={callback._every_n_train_steps})"
+        if callback._train_time_interval:
+            return f"ModelCheckpoint(train_time_interval={callback._train_time_interval})"
+        return None
+    if isinstance(callback, Timer):  # checks its duration after every batch
+        return "trainer.max_time (Timer with a duration)" if callback.time_remaining() is not None else None
+    if isinstance(callback, ProgressBar):  # shows progress; whatever it counts, training is the same
+        return None
+    if any(is_overridden(hook, callback, L.Callback) for hook in PER_BATCH_HOOKS):
+        return name
+    return None

@@ -1,0 +1,156 @@
+"""Runs stopped by a signal say so: SIGTERM (what `timeout`, `docker stop` and SLURM pre-emption send)
+and SIGINT (Ctrl+C) end `train.py` with the shell's exit code (143, 130) and one line that says where
+the run was, what its last checkpoint holds and the command that continues it.
+
+Inside `trainer.fit` and `trainer.test` Lightning stops gracefully by itself: after SIGTERM at the end
+of the batch, raising `SIGTERMException` (a `SystemExit` without a code, which would exit with 0), and
+after Ctrl+C with `sys.exit(1)` from its `except KeyboardInterrupt`. `reporting_stops` turns both into
+`RunStopped`. Outside them, `sigterm_raises` makes SIGTERM raise `Terminated`, as SIGINT raises
+KeyboardInterrupt, and `stopped_outside` describes either; `digits_zoo.cli.one_line_errors` prints the
+line. Checkpoints are written atomically, so a stop never leaves a damaged one.
+
+(Lightning is imported only where it is needed: `digits_zoo.cli` imports this module before Hydra
+has even read the command line.)
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from digits_zoo.errors import DigitsZooError
+
+
+class RunStopped(DigitsZooError):
+    """A run stopped by a signal; `exit_code` is the shell's 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """SIGTERM outside Lightning's fit and test (raised as KeyboardInterrupt is for SIGINT)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    # Lightning's own SIGTERM handler, installed during fit and test, calls this one too: then it is
+    # not the installed handler, and Lightning stops by itself at the end of the batch
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        raise Terminated
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises `Terminated` in the main thread (instead of ending the process silently)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _signal_of(stop: BaseException) -> int | None:
+    """The signal behind an exception that ended `trainer.fit` or `trainer.test`, or None."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(stop, (SIGTERMException, Terminated)):
+        return signal.SIGTERM
+    if isinstance(stop, KeyboardInterrupt) or (isinstance(stop, SystemExit) and isinstance(stop.__context__, KeyboardInterrupt)):
+        return signal.SIGINT  # Lightning's sys.exit(1) after its graceful shutdown, or Ctrl+C outside its guard
+    return None
+
+
+@contextmanager
+def reporting_stops(trainer, run_dir: str | Path) -> Iterator[None]:
+    """Around `trainer.fit(...)` or `trainer.test(...)`: a stop by SIGTERM or SIGINT raises `RunStopped`,
+    which tells where in the run it came and how the run folder `run_dir` can go on."""
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt, Terminated) as stop:
+        signum = _signal_of(stop)
+        if signum is None:
+            raise
+        raise _stopped_trainer(signum, trainer, run_dir) from stop
+    if trainer.received_sigterm:  # too late for Lightning to stop early: in the last test batch, or as training ended
+        raise _stopped_trainer(signal.SIGTERM, trainer, run_dir)
+
+
+def _stopped_trainer(signum: int, trainer, run_dir: str | Path) -> RunStopped:
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    if trainer.state.fn == TrainerFn.TESTING:
+        return _stopped(signum, run_dir, "during the test", trainer.current_epoch)
+    return _stopped(signum, run_dir, "during training", trainer.current_epoch, trainer.max_epochs)
+
+
+def stopped_outside(stop: KeyboardInterrupt | Terminated) -> RunStopped:
+    """`RunStopped` for Ctrl+C or SIGTERM outside Lightning's fit and test (e.g. while the run starts)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+    if not HydraConfig.initialized():  # still reading the command line
+        return RunStopped(f"{_name(signum)} before the run started", 128 + signum)
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    if (folder / "results.json").is_file():
+        return RunStopped(f"{_name(signum)} after the run had finished; its results are in {folder / 'results.json'}",
+                          128 + signum)
+    try:
+        return _stopped(signum, folder, "outside training and the test")
+    except Exception:  # the signal came in the middle of an import, and what it left half-done fails now
+        return RunStopped(f"{_name(signum)} while the run was starting; checkpoints/last.ckpt is as it was, and "
+                          f"{_command(folder)} continues from it", 128 + signum)
+
+
+def _name(signum: int) -> str:
+    return "SIGINT (Ctrl+C)" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def _command(folder: Path) -> str:
+    """The command that resumes `folder`, with the folder as the user would type it here (relative to
+    the working directory where it lies in it)."""
+    try:
+        shown = folder.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = folder
+    return f"python train.py resume={shlex.quote(str(shown))}"
+
+
+def _stopped(signum: int, run_dir: str | Path, where: str, finished: int = 0, max_epochs: int | None = None) -> RunStopped:
+    """The line for a stop by `signum` of the run in `run_dir`, `where` it came. `finished`: the epochs
+    the trainer had finished; `max_epochs` for a stop in training, whose epoch the line then names."""
+
+    def stop(where: str, then: str) -> RunStopped:
+        return RunStopped(f"{_name(signum)} {where}; {then}", 128 + signum)
+
+    folder, training = Path(run_dir), max_epochs is not None
+    if not (folder / "checkpoints" / "last.ckpt").is_file():
+        if training:
+            where = f"during training, in epoch {finished + 1} of {max_epochs}"
+        if not finished:
+            return stop(where, "no epoch had finished, so there is no checkpoint to resume from: start the run again")
+        return stop(where, "no checkpoints/last.ckpt was written (callbacks.last_checkpoint), so it cannot be "
+                           "resumed: start the run again")
+    from digits_zoo.resume import ResumeError, load_resume
+
+    try:
+        resume = load_resume(folder, check_overrides=False)  # what `resume=` will check
+    except ResumeError as error:
+        return stop(where, f"the run folder cannot be resumed: {error}")
+    done, total = resume.epoch + 1, resume.cfg.trainer.max_epochs
+    held = f"checkpoints/last.ckpt holds epoch{'s 1-' if done > 1 else ' '}{done} of {total}"
+    if done >= total:  # resume= then skips the training (Lightning: max_epochs reached) and tests
+        return stop("at the end of training" if training else where,
+                    f"training had finished ({held}), and {_command(folder)} runs the test and writes results.json "
+                    "without training again")
+    if training:  # (a resumed run can stop before its trainer has read the epoch from the checkpoint)
+        where = f"during training, in epoch {max(finished, done) + 1} of {total}"
+    return stop(where, f"{held}, and the run goes on from there with: {_command(folder)}")
