@@ -73,6 +73,9 @@ def user_message(error: BaseException) -> str | None:
                 return cause
         # Hydra's own messages end with a link or a search path listing: keep the first sentence
         return one_line(error).split(" See https://")[0].split(" Config search path:")[0]
+    lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")  # (not imported: not raised)
+    if lightning_errors and isinstance(error, lightning_errors.MisconfigurationException):
+        return f"Lightning: {one_line(error)}"  # its own word for a setting it refuses
     if isinstance(error, OmegaConfBaseException):
         key = getattr(error, "full_key", None)
         return f"{key}: {str(error).splitlines()[0]}" if key else str(error).splitlines()[0]

@@ -114,7 +114,8 @@ def train(cfg: DictConfig) -> dict:
     )
 
     if cfg.get("lr_find"):
-        return find_learning_rate(cfg, trainer, module, datamodule, out_dir)
+        with reporting_stops(trainer, out_dir):
+            return find_learning_rate(cfg, trainer, module, datamodule, out_dir)
 
     with warnings.catch_warnings():
         if resume:  # its folders are meant to exist

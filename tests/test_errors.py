@@ -69,6 +69,7 @@ def assert_one_line(code: int, stderr: str, *expected: str) -> None:
     (["data.val_size=1200"], ["data.val_size must be in [0, 1200), got 1200"]),
     (["data.dataset=Fashion"], ["unknown data.dataset 'Fashion'; choose one of MNIST, FashionMNIST"]),
     (["+model.kwargs.num_classes=5"], ["single_dense has 5 classes and MNIST 10; set model.kwargs.num_classes=10"]),
+    (["+trainer.gradient_clip_algorithm=foo"], ["Lightning: `gradient_clip_algorithm` foo is invalid"]),
 ])
 def test_configuration_mistakes(run_cli, overrides, expected):
     if overrides[0].startswith("+model"):
@@ -159,3 +160,8 @@ def test_the_debug_switch_shows_the_stack_trace(tmp_path):
     result = _train_process("trainer.max_epoch=3", f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr and "max_epoch" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so trainer=gpu is valid here")
+def test_trainer_gpu_without_a_gpu(run_cli):
+    assert_one_line(*run_cli("trainer=gpu"), "trainer.accelerator=gpu, but torch sees no CUDA GPU here", "trainer=cpu")

@@ -1,0 +1,166 @@
+"""A run stopped by SIGTERM (`timeout`, `docker stop`, SLURM pre-emption) or SIGINT (Ctrl+C) ends with
+the shell's exit code, 143 or 130, and one line that says where it stopped, what its last checkpoint
+holds and the command that continues it; that command does. Real signals sent to real `train.py`
+processes at known points."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+
+from digits_zoo.cli import one_line_errors
+from digits_zoo.stops import RunStopped, sigterm_raises
+from digits_zoo.training import train
+from tests.conftest import ROOT
+from tests.test_resume import start_train, wait_for
+
+# 1,000 training images in 32 batches, 300 test images in 6
+QUICK = ["data.batch_size=32", "data.eval_batch_size=50", "+callbacks.marks._target_=tests.test_signals.Marks"]
+
+
+class Marks(L.Callback):
+    """Marks each training and test batch in `folder` and sleeps a little after it (no computing, so
+    the numbers are untouched): a test can send a signal at a known point."""
+
+    def __init__(self, folder: str, seconds: float = 0.03):
+        self.folder, self.seconds = Path(folder), seconds
+
+    def _mark(self, name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / name).touch()
+        time.sleep(self.seconds)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._mark(f"epoch{trainer.current_epoch}-batch{batch_idx}")
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._mark(f"test-batch{batch_idx}")
+
+
+def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides: str) -> tuple[Path, int, str]:
+    """Start a run in tmp_path/run, send `signum` once `mark` is there; (run folder, exit code, the one
+    line on stderr, checked to be the only one and to start with `stopped: `)."""
+    run, marks = tmp_path / "run", tmp_path / "marks"
+    # (where SIGINT is ignored, as in a script's background job, a process started would inherit that)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = start_train(tiny_data, run, *QUICK, f"+callbacks.marks.folder={marks}", *overrides)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    wait_for(marks / mark, lambda: process.poll() is None)
+    before = checkpoint_bytes(run)
+    process.send_signal(signum)
+    code = process.wait(timeout=120)
+    stderr = (tmp_path / "run.stderr").read_text()
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stopped: "), stderr
+    assert checkpoint_bytes(run) == before  # nothing that was written is touched on the way out
+    assert not (run / "results.json").exists()
+    return run, code, lines[0]
+
+
+def checkpoint_bytes(run: Path) -> str | None:
+    path = run / "checkpoints" / "last.ckpt"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def run_command(line: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The `python train.py resume=...` at the end of `line`, run as the user would run it in `cwd`."""
+    command = shlex.split(line[line.index("python train.py"):])[:3]
+    assert command[2].startswith("resume="), line
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), command[2]], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_sigterm_in_the_middle_of_an_epoch_says_how_to_resume_and_the_resume_finishes(tiny_data, tmp_path):
+    run, code, line = stop_at(tiny_data, tmp_path, "epoch1-batch5", signal.SIGTERM, "trainer.max_epochs=3")
+    assert code == 143
+    assert line == ("stopped: SIGTERM during training, in epoch 2 of 3; checkpoints/last.ckpt holds epoch 1 of 3, "
+                    "and the run goes on from there with: python train.py resume=run")
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 0 and all(value.isfinite().all() for value in checkpoint["state_dict"].values()
+                                            if value.is_floating_point())
+
+    resumed = run_command(line, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "results.json").read_text())["epochs"] == 3
+
+
+def test_ctrl_c_says_the_same_with_exit_code_130(tiny_data, tmp_path):
+    run, code, line = stop_at(tiny_data, tmp_path, "epoch1-batch5", signal.SIGINT, "trainer.max_epochs=2")
+    assert code == 130
+    assert line == ("stopped: SIGINT (Ctrl+C) during training, in epoch 2 of 2; checkpoints/last.ckpt holds epoch 1 "
+                    "of 2, and the run goes on from there with: python train.py resume=run")
+
+
+def test_a_signal_before_any_epoch_finished_says_there_is_no_checkpoint(tiny_data, tmp_path):
+    run, code, line = stop_at(tiny_data, tmp_path, "epoch0-batch3", signal.SIGTERM, "trainer.max_epochs=2")
+    assert code == 143
+    assert line == ("stopped: SIGTERM during training, in epoch 1 of 2; no epoch had finished, so there is no "
+                    "checkpoint to resume from: start the run again")
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_signal_during_the_test_says_that_resuming_only_tests(tiny_data, tmp_path):
+    run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=1")
+    assert code == 143
+    assert line == ("stopped: SIGTERM during the test; training had finished (checkpoints/last.ckpt holds epoch 1 of "
+                    "1), and python train.py resume=run runs the test and writes results.json without training again")
+
+    for mark in (tmp_path / "marks").iterdir():
+        mark.unlink()
+    resumed = run_command(line, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "results.json").read_text())["epochs"] == 1
+    assert sorted(mark.name for mark in (tmp_path / "marks").iterdir()) == [f"test-batch{i}" for i in range(6)]
+
+
+class SigtermIn(L.Callback):
+    """Sends this process SIGTERM in `setup` of the fit (before Lightning has its own handler) or in the
+    last batch of the test (where Lightning no longer stops early)."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.where == "setup" and stage == "fit":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.where == "last test batch" and trainer.test_loop.batch_progress.is_last_batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_where_lightning_would_not_stop_is_reported_too(make_cfg, tmp_path):
+    for where, expected in (("setup", "SIGTERM during training, in epoch 1 of 2; no epoch had finished"),
+                            ("last test batch", "SIGTERM during the test; training had finished (checkpoints/last.ckpt "
+                                                "holds epochs 1-2 of 2)")):
+        cfg = make_cfg("+callbacks.sigterm._target_=tests.test_signals.SigtermIn", f"+callbacks.sigterm.where={where}",
+                       run=where)
+        with sigterm_raises(), pytest.raises(RunStopped, match=re.escape(expected)) as stopped:
+            train(cfg)
+        assert stopped.value.exit_code == 143
+        assert not (tmp_path / where / "results.json").exists()
+
+
+def test_ctrl_c_before_the_run_is_one_line_too(monkeypatch, capsys):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # restored after the test: one_line_errors sets it
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # no Hydra job has started
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        raise KeyboardInterrupt
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "stopped: SIGINT (Ctrl+C) before the run started\n"
