@@ -26,6 +26,11 @@ class _CountBatches:
         super().on_train_epoch_start(trainer, *args)
         self._epoch_start_step = trainer.global_step
 
+    def get_metrics(self, trainer, pl_module) -> dict:
+        # the latest batch's loss, read here at each refresh (self.log would cost ~1 ms a step)
+        latest = getattr(pl_module, "latest_loss", None)
+        return {**({"loss": f"{latest.item():.3g}"} if latest is not None else {}), **super().get_metrics(trainer, pl_module)}
+
     def batches_done(self, trainer, batch_idx: int) -> int:
         if getattr(trainer.lightning_module, "takes_groups", False):  # one optimiser step per batch
             return trainer.global_step - self._epoch_start_step
