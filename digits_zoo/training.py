@@ -41,7 +41,8 @@ def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
 
 def _check_accelerator(accelerator: str | None) -> None:
     """A GPU asked for where torch sees none: one line instead of Lightning's stack trace."""
-    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+    mps = str(accelerator) == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" takes Apple's too
+    if str(accelerator) in ("gpu", "cuda") and not (torch.cuda.is_available() or mps):
         raise ConfigError(f"trainer.accelerator={accelerator}, but torch sees no CUDA GPU here "
                           f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use trainer=cpu, "
                           "or the default trainer.accelerator=auto, which takes a GPU when there is one")

@@ -281,6 +281,7 @@ def test_checkpoints_on_a_train_time_interval_fire_within_an_epoch(make_cfg, tmp
     assert len(saved) >= STEPS_PER_EPOCH // 2 and saved[0] < STEPS_PER_EPOCH  # saves inside the epoch
 
 
+@pytest.mark.filterwarnings("ignore:`ModelCheckpoint.monitor='val/acc'.` could not find")  # stopped before validating
 def test_max_steps_stops_at_exactly_that_step(make_cfg):
     output = train(make_cfg("+trainer.max_steps=10", "trainer.max_epochs=3"))
     assert output["trainer"].global_step == 10
@@ -312,6 +313,7 @@ def test_the_simple_profiler_reports_every_batch_and_optimiser_step(make_cfg, tm
     assert len(durations["[LightningModule]DigitClassifier.optimizer_step"]) == 2 * STEPS_PER_EPOCH
 
 
+@pytest.mark.filterwarnings("ignore:Error detected in:UserWarning")  # anomaly mode's own report
 def test_detect_anomaly_reports_the_operation_that_made_a_nan_gradient(make_cfg):
     poison = callback("poison", f"{HERE}.PoisonAtStart")
     with pytest.raises(RuntimeError, match="returned nan values"):
@@ -375,6 +377,7 @@ def test_lightnings_private_step_hooks_still_count_optimiser_steps(make_cfg):
     assert loop.batch_progress.total.completed == 2 * math.ceil(STEPS_PER_EPOCH / 16)
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_a_grouped_loader_under_lightnings_loop_is_refused(tiny_data, tmp_path):
     module = DigitClassifier("single_dense")
     loader = MNISTDataModule(tiny_data, download=False, val_size=200, steps_per_execution=4)
@@ -386,3 +389,14 @@ def test_a_grouped_loader_under_lightnings_loop_is_refused(tiny_data, tmp_path):
     grouped = TensorLoader(*loader.splits["fit"], 32, shuffle_seed=0, steps_per_execution=4)
     with pytest.raises(ConfigError, match="groups of batches"):
         trainer.fit(module, train_dataloaders=grouped)
+
+
+def test_callback_presets_compose_with_the_default_checkpoints(make_cfg):
+    cfg = make_cfg("callbacks=[early_stopping,lr_monitor,ema,model_summary]")
+    assert list(cfg.callbacks) == ["model_checkpoint", "last_checkpoint", "progress_bar", "early_stopping",
+                                   "lr_monitor", "ema", "model_summary"]
+    output = train(make_cfg("callbacks=model_summary", "trainer.max_epochs=1"))
+    from lightning.pytorch.callbacks import ModelSummary
+
+    assert find(output["trainer"], ModelSummary)._max_depth == -1
+    assert output["module"].takes_groups  # a summary at the start changes nothing per batch
