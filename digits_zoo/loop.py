@@ -43,11 +43,11 @@ def lightning_loop_reasons(trainer: L.Trainer, module: L.LightningModule, module
         reasons.append(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}")
     if trainer.fast_dev_run:
         reasons.append("trainer.fast_dev_run")
-    counted = {  # settings that count batches (an int) or fractions of an epoch's batches
+    counted = {  # settings that count single batches
         "max_steps": trainer.max_steps != -1,
         "min_steps": bool(trainer.fit_loop.min_steps),
-        "limit_train_batches": _part_of_an_epoch(trainer.limit_train_batches),
-        "val_check_interval": _part_of_an_epoch(trainer.val_check_interval),
+        "limit_train_batches": _counts_batches(trainer.limit_train_batches),
+        "val_check_interval": _counts_batches(trainer.val_check_interval),
         "overfit_batches": trainer.overfit_batches > 0,
     }
     reasons += [f"trainer.{key}" for key, used in counted.items() if used]
@@ -60,7 +60,8 @@ def lightning_loop_reasons(trainer: L.Trainer, module: L.LightningModule, module
     return reasons
 
 
-def _part_of_an_epoch(value: int | float) -> bool:
+def _counts_batches(value: int | float) -> bool:
+    """An int counts batches; a float other than 1.0 is a share of the epoch's batches."""
     return isinstance(value, int) or value != 1.0
 
 
