@@ -1,0 +1,122 @@
+"""One run per run folder: a run claims its folder before anything is written in it, atomically.
+
+The claim is an exclusive OS lock (`flock`) on `<run folder>/.run.lock`, taken by `RunFolderGuard`
+(a Hydra callback) before Hydra writes its `.hydra/` files and held until the process ends, so the
+system releases it however the process ends (even SIGKILL). Of two processes aiming at one folder
+exactly one gets it; the other stops at once with one `error:` line. A resume claims its folder the
+same way, so two resumes of one run cannot interleave. A default folder name (`outputs/<model>/
+<date>_<time>`) that another run of the same second holds gets a suffix instead: `..._2`, `..._3`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import socket
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, read_write
+
+from digits_zoo.cli import user_message
+
+LOCK_NAME = ".run.lock"
+_held: dict[Path, int] = {}  # folder -> the descriptor whose lock this process holds
+
+
+class FolderTaken(Exception):
+    """Another process holds the folder's lock; its message names that process."""
+
+
+def claim(folder: Path) -> None:
+    """Take `folder`'s lock for this process (again, if it already has it), or raise FolderTaken."""
+    folder = folder.resolve()
+    if folder in _held:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+        os.close(descriptor)
+        raise FolderTaken(holder) from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"train.py, pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    _held[folder] = descriptor
+
+
+def release(folder: Path) -> None:
+    """Give up this process's lock on `folder` (the lock file stays: removing it would race)."""
+    descriptor = _held.pop(folder.resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)  # closing the descriptor releases the lock
+
+
+def holds_run(folder: Path) -> bool:
+    return (folder / "results.json").exists() or any((folder / "checkpoints").glob("*.ckpt"))
+
+
+def _refuse(message: str) -> None:
+    # Hydra turns a callback's exceptions into warnings, and this must stop the run
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+class RunFolderGuard(Callback):
+    """Claims the run folder before Hydra writes in it: refuses a folder that another process holds
+    or that already holds a finished run (Hydra would overwrite its `.hydra/` configs, Lightning its
+    logs and checkpoints), and gives a default-named folder a free name instead."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank != 0:  # DDP: the other processes work in the folder process zero claimed
+            return
+        folder = Path(config.hydra.run.dir)
+        resume = config.get("resume")
+        named = resume or any(o.lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+        try:
+            if named:
+                self._claim_named(folder, resume)
+            else:
+                self._claim_default(config, folder)
+        except OSError as error:  # e.g. a path through a file, or no permission
+            _refuse(user_message(error))
+
+    @staticmethod
+    def _claim_named(folder: Path, resume: str | None) -> None:
+        finished = f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default " \
+                   f"each run gets its own dated folder), or continue a stopped run with resume={folder}"
+        if holds_run(folder) and not resume:
+            _refuse(finished)  # before the claim, which would write its lock file there
+        try:
+            claim(folder)
+        except FolderTaken as taken:
+            _refuse(f"{folder} is in use by {taken} (one run per folder); wait for it to end, or choose another "
+                    "folder with hydra.run.dir=DIR")
+        if holds_run(folder) and not resume:  # finished between the look and the claim
+            release(folder)
+            _refuse(finished)
+
+    @staticmethod
+    def _claim_default(config: DictConfig, folder: Path) -> None:
+        for number in itertools.count(1):  # the first free one of name, name_2, ...
+            candidate = folder if number == 1 else folder.with_name(f"{folder.name}_{number}")
+            if holds_run(candidate):  # (looked at before the claim, which writes its lock file)
+                continue
+            try:
+                claim(candidate)
+            except FolderTaken:
+                continue
+            if not holds_run(candidate):  # (nor finished between the look and the claim)
+                break
+            release(candidate)
+        if candidate != folder:
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = str(candidate)
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        release(Path(config.hydra.run.dir))
