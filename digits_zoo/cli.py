@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
+from digits_zoo.writes import failure_message, write_failure
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
 
@@ -62,6 +62,8 @@ def user_message(error: BaseException) -> str | None:
     """The one line to print for an error the user can fix, or None for a bug."""
     if isinstance(error, DigitsZooError):
         return one_line(error)
+    if (failure := write_failure(error)) is not None:  # a full disk, a quota, a read-only file system
+        return failure_message(failure, _run_folder())
     if isinstance(error, MissingConfigException):
         return _missing_option(error)
     if isinstance(error, HydraException):
@@ -83,6 +85,13 @@ def user_message(error: BaseException) -> str | None:
         return (f"cannot use {error.filename}: {error.strerror or one_line(error)} (check the path and its "
                 "permissions; a run's output folder is chosen with hydra.run.dir=DIR)")
     return None
+
+
+def _run_folder() -> str | None:
+    """The Hydra job's run folder, or None before the job has started."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
 
 
 @contextmanager
@@ -112,18 +121,3 @@ def _first_process() -> bool:
     except Exception:  # Ctrl+C in the middle of importing Lightning leaves it half-imported
         return True
     return rank_zero_only.rank == 0
-
-
-class RunFolderGuard(Callback):
-    """Refuses to start a run in a folder that already holds one: Hydra would overwrite its
-    `.hydra/` configs before the run starts, and Lightning its logs and checkpoints after."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        folder = Path(config.hydra.run.dir)
-        if config.get("resume"):  # continuing that run is the point
-            return
-        if (folder / "results.json").exists() or any((folder / "checkpoints").glob("*.ckpt")):
-            # Hydra turns a callback's exceptions into warnings, and this must stop the run
-            print(f"error: {folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default "
-                  f"each run gets its own dated folder), or continue a stopped run with resume={folder}", file=sys.stderr)
-            sys.exit(1)

@@ -8,6 +8,7 @@ the rate where the loss falls fastest. The weights are restored afterwards; noth
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -15,26 +16,29 @@ import lightning as L
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
+from digits_zoo.writes import write_text_atomically
+
 log = logging.getLogger(__name__)
 
 
 def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule,
                        datamodule: L.LightningDataModule, out_dir: Path) -> dict:
     """Run the range test, write `lr_find.png` and `lr_find.csv` into `out_dir`, print the suggestion."""
-    from digits_zoo.plots import new_figure
+    from digits_zoo.plots import new_figure, save_figure
 
     finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **cfg.lr_find_range)
     suggestion = finder.suggestion()
     if trainer.is_global_zero:
-        with open(out_dir / "lr_find.csv", "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["lr", "loss"])
-            writer.writerows(zip(finder.results["lr"], finder.results["loss"]))
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["lr", "loss"])
+        writer.writerows(zip(finder.results["lr"], finder.results["loss"]))
+        write_text_atomically(out_dir / "lr_find.csv", text.getvalue())
         figure = new_figure(6.4, 4.8)
         finder.plot(suggest=suggestion is not None, ax=figure.subplots())
         figure.axes[0].set_title(f"Learning-rate range test, {cfg.model.name}: "
                                  + (f"suggested {suggestion:.2g}" if suggestion else "no suggestion"))
-        figure.savefig(out_dir / "lr_find.png")
+        save_figure(figure, out_dir / "lr_find.png")
         points = len(finder.results["lr"])
         if suggestion is None:
             log.info("Learning-rate range test: no suggestion from %d points (the loss diverged too early); "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import torch
+
+from digits_zoo.writes import write_atomically, write_text_atomically
 
 
 def new_figure(width: float, height: float):
@@ -93,10 +96,18 @@ def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor
 
 def write_confusion_csv(confusion: torch.Tensor, path: Path) -> None:
     counts = confusion.cpu().long().tolist()
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["true\\predicted", *range(len(counts))])
-        writer.writerows([true, *row] for true, row in enumerate(counts))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["true\\predicted", *range(len(counts))])
+    writer.writerows([true, *row] for true, row in enumerate(counts))
+    write_text_atomically(path, text.getvalue())
+
+
+def save_figure(figure, path: Path) -> None:
+    """`figure` as a PNG file, written atomically (a full disk leaves no half-written picture)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_atomically(path, buffer.getbuffer())
 
 
 def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, mistakes: tuple) -> dict:
@@ -114,7 +125,7 @@ def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, 
     if history:
         figures["training_curves"] = training_curves_figure(history)
     for name, figure in figures.items():
-        figure.savefig(out_dir / f"{name}.png")
+        save_figure(figure, out_dir / f"{name}.png")
     return figures
 
 

@@ -9,6 +9,7 @@ epoch alone, so it replays exactly, and the run ends as it would have without th
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,15 +76,13 @@ def _other_overrides() -> list[str]:
 
 def keep_logged_epochs(loggers: list[Logger], last_epoch: int) -> None:
     """Carry the CSV rows of the finished epochs into the resumed run's CSV logger, which would
-    otherwise start `metrics.csv` afresh; rows of the epoch that was cut short are dropped."""
+    otherwise start `metrics.csv` afresh; rows of the epoch that was cut short are dropped, and so is
+    a row that a full disk cut short."""
     for logger in loggers:
         if not isinstance(logger, CSVLogger):
             continue
         path = Path(logger.log_dir) / "metrics.csv"
-        rows = []
-        if path.is_file():
-            with path.open(newline="") as file:
-                rows = list(csv.DictReader(file))
+        rows = _complete_rows(path) if path.is_file() else []
         with warnings.catch_warnings():  # "...exists and is not empty": expected here
             warnings.simplefilter("ignore")
             logger.experiment  # noqa: B018 (starts the writer, which removes the old file)
@@ -91,3 +90,13 @@ def keep_logged_epochs(loggers: list[Logger], last_epoch: int) -> None:
             if row.get("epoch") and float(row["epoch"]) <= last_epoch:
                 logger.log_metrics({k: float(v) for k, v in row.items() if v != "" and k != "step"}, int(row["step"]))
         logger.save()
+
+
+def _complete_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of the CSV file `path` that were written whole: each ends its line, and has a field for
+    every column of the header (a write cut short by a full disk leaves a partial last line)."""
+    with path.open(newline="") as file:
+        text = file.read()
+    whole = text[: text.rfind("\n") + 1]  # up to the end of the last line that has one
+    rows = csv.DictReader(io.StringIO(whole, newline=""))
+    return [row for row in rows if None not in row and None not in row.values()]

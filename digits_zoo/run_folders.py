@@ -15,6 +15,7 @@ import itertools
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -40,12 +41,36 @@ def claim(folder: Path) -> None:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+        holder = _holder(descriptor)
         os.close(descriptor)
         raise FolderTaken(holder) from None
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"train.py, pid {os.getpid()} on {socket.gethostname()}\n".encode())
     _held[folder] = descriptor
+
+
+def in_use_by(folder: Path) -> str | None:
+    """Who holds `folder`'s lock now, or None; creates nothing."""
+    try:
+        descriptor = os.open(folder / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None  # (closing the descriptor lets go again)
+    except BlockingIOError:
+        return _holder(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _holder(descriptor: int) -> str:
+    """Who holds the lock, as the holder wrote it right after taking it (so wait a moment for it)."""
+    for _ in range(50):
+        if text := os.pread(descriptor, 200, 0).decode(errors="replace").strip():
+            return text
+        time.sleep(0.01)
+    return "another process"
 
 
 def release(folder: Path) -> None:
@@ -88,15 +113,19 @@ class RunFolderGuard(Callback):
 
     @staticmethod
     def _claim_named(folder: Path, resume: str | None) -> None:
+        def taken(holder) -> str:
+            return (f"{folder} is in use by {holder} (one run per folder); wait for it to end, or choose another "
+                    "folder with hydra.run.dir=DIR")
+
         finished = f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default " \
                    f"each run gets its own dated folder), or continue a stopped run with resume={folder}"
-        if holds_run(folder) and not resume:
-            _refuse(finished)  # before the claim, which would write its lock file there
+        if holds_run(folder) and not resume:  # (looked at before the claim, which writes its lock file)
+            holder = in_use_by(folder)
+            _refuse(taken(holder) if holder else finished)
         try:
             claim(folder)
-        except FolderTaken as taken:
-            _refuse(f"{folder} is in use by {taken} (one run per folder); wait for it to end, or choose another "
-                    "folder with hydra.run.dir=DIR")
+        except FolderTaken as holder:
+            _refuse(taken(holder))
         if holds_run(folder) and not resume:  # finished between the look and the claim
             release(folder)
             _refuse(finished)

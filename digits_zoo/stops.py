@@ -20,9 +20,11 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from digits_zoo.errors import DigitsZooError
+from digits_zoo.writes import shown
 
 
 class RunStopped(DigitsZooError):
@@ -117,40 +119,66 @@ def _name(signum: int) -> str:
 def _command(folder: Path) -> str:
     """The command that resumes `folder`, with the folder as the user would type it here (relative to
     the working directory where it lies in it)."""
-    try:
-        shown = folder.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        shown = folder
-    return f"python train.py resume={shlex.quote(str(shown))}"
+    return f"python train.py resume={shlex.quote(shown(folder))}"
 
 
-def _stopped(signum: int, run_dir: str | Path, where: str, finished: int = 0, max_epochs: int | None = None) -> RunStopped:
-    """The line for a stop by `signum` of the run in `run_dir`, `where` it came. `finished`: the epochs
-    the trainer had finished; `max_epochs` for a stop in training, whose epoch the line then names."""
+@dataclass(frozen=True)
+class RunState:
+    """What a run folder holds for `resume=`: `done` of `total` epochs in its checkpoints/last.ckpt
+    (None: there is no last.ckpt), or the `problem` that keeps it from being resumed."""
 
-    def stop(where: str, then: str) -> RunStopped:
-        return RunStopped(f"{_name(signum)} {where}; {then}", 128 + signum)
+    folder: Path
+    done: int | None = None
+    total: int | None = None
+    problem: str | None = None
 
-    folder, training = Path(run_dir), max_epochs is not None
+
+def run_state(run_dir: str | Path) -> RunState:
+    """What `resume=run_dir` would find (it checks the folder as `resume=` will)."""
+    folder = Path(run_dir)
     if not (folder / "checkpoints" / "last.ckpt").is_file():
-        if training:
-            where = f"during training, in epoch {finished + 1} of {max_epochs}"
-        if not finished:
-            return stop(where, "no epoch had finished, so there is no checkpoint to resume from: start the run again")
-        return stop(where, "no checkpoints/last.ckpt was written (callbacks.last_checkpoint), so it cannot be "
-                           "resumed: start the run again")
+        return RunState(folder)
     from digits_zoo.resume import ResumeError, load_resume
 
     try:
         resume = load_resume(folder, check_overrides=False)  # what `resume=` will check
     except ResumeError as error:
-        return stop(where, f"the run folder cannot be resumed: {error}")
-    done, total = resume.epoch + 1, resume.cfg.trainer.max_epochs
+        return RunState(folder, problem=str(error))
+    return RunState(folder, resume.epoch + 1, resume.cfg.trainer.max_epochs)
+
+
+def how_to_go_on(state: RunState, finished: int | None = 0, fix: str = "") -> str:
+    """The end of the line for a run that ended early: what its checkpoints/last.ckpt holds and the
+    command that continues it, or why it cannot go on. `finished`: the epochs the trainer had finished
+    (None: not known); `fix`: what to do first (e.g. "free space"), if anything."""
+    if state.problem is not None:
+        return f"the run folder cannot be resumed: {state.problem}"
+    restart = f"{fix} and start the run again" if fix else "start the run again"
+    if state.done is None:
+        if finished is None:
+            return f"no checkpoints/last.ckpt was written, so there is nothing to resume: {restart}"
+        if not finished:
+            return f"no epoch had finished, so there is no checkpoint to resume from: {restart}"
+        return f"no checkpoints/last.ckpt was written (callbacks.last_checkpoint), so it cannot be resumed: {restart}"
+    done, total = state.done, state.total
     held = f"checkpoints/last.ckpt holds epoch{'s 1-' if done > 1 else ' '}{done} of {total}"
+    then = f"; {fix}, then" if fix else ", and"
+    command = _command(state.folder)
     if done >= total:  # resume= then skips the training (Lightning: max_epochs reached) and tests
-        return stop("at the end of training" if training else where,
-                    f"training had finished ({held}), and {_command(folder)} runs the test and writes results.json "
-                    "without training again")
-    if training:  # (a resumed run can stop before its trainer has read the epoch from the checkpoint)
-        where = f"during training, in epoch {max(finished, done) + 1} of {total}"
-    return stop(where, f"{held}, and the run goes on from there with: {_command(folder)}")
+        return (f"training had finished ({held}){then} {command} runs the test and writes results.json without "
+                "training again")
+    return f"{held}{then} the run goes on from there with: {command}"
+
+
+def _stopped(signum: int, run_dir: str | Path, where: str, finished: int = 0, max_epochs: int | None = None) -> RunStopped:
+    """The line for a stop by `signum` of the run in `run_dir`, `where` it came. `finished`: the epochs
+    the trainer had finished; `max_epochs` for a stop in training, whose epoch the line then names."""
+    state, training = run_state(run_dir), max_epochs is not None
+    if training and state.problem is None:
+        if state.done is None:
+            where = f"during training, in epoch {finished + 1} of {max_epochs}"
+        elif state.done >= state.total:
+            where = "at the end of training"
+        else:  # (a resumed run can stop before its trainer has read the epoch from the checkpoint)
+            where = f"during training, in epoch {max(finished, state.done) + 1} of {state.total}"
+    return RunStopped(f"{_name(signum)} {where}; {how_to_go_on(state, finished)}", 128 + signum)

@@ -23,6 +23,7 @@ from digits_zoo.module import DigitClassifier
 from digits_zoo.resume import keep_logged_epochs, load_resume
 from digits_zoo.stops import reporting_stops
 from digits_zoo.weights import load_pretrained
+from digits_zoo.writes import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,6 @@ def train(cfg: DictConfig) -> dict:
         "seed": cfg.seed,
     }
     if trainer.is_global_zero:
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomically(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
         log.info("Summary\n\n%s\nrun folder: %s", markdown([results]), out_dir)
     return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}
