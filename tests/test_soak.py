@@ -132,8 +132,10 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
         if (run / "results.json").exists():
             check_complete(run, reference)
             complete += 1
+            print(f"{run.name}: {where}: complete, the uninterrupted run's test metrics")
         else:  # clearly incomplete: no results, no last checkpoint, and resume= says so
             assert not (run / "checkpoints" / "last.ckpt").exists(), where
             with pytest.raises(ResumeError, match="no checkpoints/last.ckpt"):
                 load_resume(run, check_overrides=False)
+            print(f"{run.name}: {where}: incomplete, nothing to resume")
     assert complete >= RUNS // 2, outcomes
