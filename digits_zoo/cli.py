@@ -10,6 +10,7 @@ bug and keeps its stack trace. DIGITS_ZOO_DEBUG=1 shows the stack trace of every
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -102,6 +103,9 @@ def one_line_errors() -> Iterator[None]:
     Use it around composing the config (where Hydra, told to raise, would otherwise print its own
     report) and inside the job (where Hydra would first announce that the job failed)."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own report
+    # a log line that cannot be written (train.log on a full disk) is dropped, not printed as a stack
+    # trace; the run's own writes then end it with one line that says what could not be written
+    logging.raiseExceptions = False
     try:
         with sigterm_raises():
             yield

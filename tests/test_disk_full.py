@@ -260,3 +260,23 @@ def test_a_write_that_cannot_fit_fails_before_it_begins_and_leaves_the_old_file(
     assert (failure.value.errno, failure.value.needed, failure.value.free) == (errno.ENOSPC, 100, 10)
     assert failure.value.filename == str(path)
     assert path.read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def test_a_log_line_that_cannot_be_written_prints_no_stack_trace(capsys):
+    import io
+    import logging
+
+    from digits_zoo.cli import one_line_errors
+
+    class FullDisk(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    logger, handler = logging.getLogger("digits_zoo.tests.full_log"), logging.StreamHandler(FullDisk())
+    logger.addHandler(handler)
+    try:
+        with one_line_errors():
+            logger.warning("a line for train.log")
+    finally:
+        logger.removeHandler(handler)
+    assert capsys.readouterr().err == ""
