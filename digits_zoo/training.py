@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     # with DDP every process runs train(cfg) in the same run folder; a resumed run keeps its config
     if not resume and rank_zero_only.rank == 0:
-        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+        write_text_atomically(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
