@@ -7,8 +7,6 @@ the rate where the loss falls fastest. The weights are restored afterwards; noth
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import lightning as L
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
-from digits_zoo.writes import write_text_atomically
+from digits_zoo.writes import write_csv_atomically
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +26,14 @@ def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningM
 
     finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **cfg.lr_find_range)
     suggestion = finder.suggestion()
+    points = len(finder.results["lr"])
     if trainer.is_global_zero:
-        text = io.StringIO(newline="")
-        writer = csv.writer(text)
-        writer.writerow(["lr", "loss"])
-        writer.writerows(zip(finder.results["lr"], finder.results["loss"]))
-        write_text_atomically(out_dir / "lr_find.csv", text.getvalue())
+        write_csv_atomically(out_dir / "lr_find.csv", [["lr", "loss"], *zip(finder.results["lr"], finder.results["loss"])])
         figure = new_figure(6.4, 4.8)
         finder.plot(suggest=suggestion is not None, ax=figure.subplots())
         figure.axes[0].set_title(f"Learning-rate range test, {cfg.model.name}: "
                                  + (f"suggested {suggestion:.2g}" if suggestion else "no suggestion"))
         save_figure(figure, out_dir / "lr_find.png")
-        points = len(finder.results["lr"])
         if suggestion is None:
             log.info("Learning-rate range test: no suggestion from %d points (the loss diverged too early); "
                      "see %s and lower lr_find_range.max_lr", points, out_dir / "lr_find.png")
@@ -47,5 +41,5 @@ def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningM
             log.info("Learning-rate range test over %d steps: suggested optimizer.lr=%.2g (curve: %s); train with: "
                      "python train.py model=%s optimizer.lr=%.2g", points, suggestion, out_dir / "lr_find.png",
                      cfg.model.name, suggestion)
-    return {"lr_find": {"suggestion": suggestion, "points": len(finder.results["lr"])}, "trainer": trainer,
+    return {"lr_find": {"suggestion": suggestion, "points": points}, "trainer": trainer,
             "module": module, "datamodule": datamodule}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
 import torch
 
-from digits_zoo.writes import write_atomically, write_text_atomically
+from digits_zoo.writes import write_atomically, write_csv_atomically
 
 
 def new_figure(width: float, height: float):
@@ -96,11 +95,7 @@ def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor
 
 def write_confusion_csv(confusion: torch.Tensor, path: Path) -> None:
     counts = confusion.cpu().long().tolist()
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(["true\\predicted", *range(len(counts))])
-    writer.writerows([true, *row] for true, row in enumerate(counts))
-    write_text_atomically(path, text.getvalue())
+    write_csv_atomically(path, [["true\\predicted", *range(len(counts))], *([true, *row] for true, row in enumerate(counts))])
 
 
 def save_figure(figure, path: Path) -> None:

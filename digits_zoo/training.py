@@ -139,8 +139,9 @@ def train(cfg: DictConfig) -> dict:
         (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
                                        weights_only=True)
 
+    ranked = ranking is not None and bool(best)  # else the final (or averaged) weights were tested
     # counted from 1: the epoch after which the tested weights were saved
-    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranking and best else trainer.current_epoch
+    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranked else trainer.current_epoch
     results = {
         "model": cfg.model.name,
         "params": sum(p.numel() for p in module.model.parameters()),
@@ -150,7 +151,7 @@ def train(cfg: DictConfig) -> dict:
         "test/acc": test_metrics["test/acc"],
         "test/loss": test_metrics["test/loss"],
         "best_checkpoint": best or None,
-        "best_val/acc": float(ranking.best_model_score) if ranking and best else None,
+        "best_val/acc": float(ranking.best_model_score) if ranked else None,
         "seed": cfg.seed,
     }
     if trainer.is_global_zero:

@@ -14,7 +14,9 @@ file. Its failures are `NotWritten` errors, which carry the file, the bytes need
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 import traceback
 from pathlib import Path
@@ -84,6 +86,13 @@ def write_atomically(path: str | Path, data: bytes | bytearray | memoryview) -> 
 
 def write_text_atomically(path: str | Path, text: str) -> None:
     write_atomically(path, text.encode())
+
+
+def write_csv_atomically(path: str | Path, rows) -> None:
+    """`rows` (the header first) as a CSV file, written atomically."""
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    write_text_atomically(path, text.getvalue())
 
 
 def sync_folder(folder: Path) -> None:
