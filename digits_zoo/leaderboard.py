@@ -25,6 +25,8 @@ COLUMNS = {  # header: how to show a results.json entry
     "training seconds": lambda r: f"{r['train_seconds']:.1f}",
     "best epoch": lambda r: str(r.get("best_epoch", "")),
 }
+FIELDS = {"model": str, "params": int, "epochs": int, "test/acc": float, "test/loss": float,  # leaderboard.csv
+          "train_seconds": float, "best_epoch": int, "run": str}
 
 
 def collect(folders: list[Path]) -> list[dict]:
@@ -43,10 +45,15 @@ def markdown(rows: list[dict]) -> str:
 def write(rows: list[dict], out_dir: Path) -> None:
     (out_dir / "leaderboard.md").write_text(markdown(rows))
     with open(out_dir / "leaderboard.csv", "w", newline="") as file:
-        fields = ["model", "params", "epochs", "test/acc", "test/loss", "train_seconds", "best_epoch", "run"]
-        writer = csv.DictWriter(file, fields, extrasaction="ignore")
+        writer = csv.DictWriter(file, list(FIELDS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read(path: Path) -> list[dict]:
+    """The rows of a `leaderboard.csv` as `write` wrote them, numbers as numbers."""
+    with open(path, newline="") as file:
+        return [{key: FIELDS[key](value) if value else value for key, value in row.items()} for row in csv.DictReader(file)]
 
 
 class LeaderboardCallback(Callback):

@@ -1,0 +1,146 @@
+"""The docs' tables that restate what the project holds, generated from it so that they cannot drift.
+
+    python docs/tables.py                # rewrite every generated table in README.md and docs/*.md
+    python docs/tables.py --check [FILE ...]   # exit 1 naming each table that differs from its source
+
+A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end table -->`:
+
+    weights                 the shipped weights, from digits_zoo/weights/manifest.json and the files
+    leaderboard CSV         a leaderboard.csv that a sweep or `python -m digits_zoo.leaderboard` wrote
+    config-groups           every config group under configs/ and its options, from their comments
+    config-options          every plain option of train.yaml, data/mnist.yaml and trainer/default.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from digits_zoo import leaderboard
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+)(?: (?P<argument>\S+))? -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def weights_table() -> str:
+    from digits_zoo.weights import SHIPPED, manifest
+
+    rows = [[f"`{name}`", f"{100 * entry['test_acc']:.2f}%", f"{entry['test_loss']:.4f}", str(entry["epochs"]),
+             str(entry["seed"]), f"`{entry['command']}`", f"{(SHIPPED / entry['file']).stat().st_size / 1e6:.2f} MB"]
+            for name, entry in sorted(manifest().items(), key=lambda item: -item[1]["test_acc"])]
+    return table(["model", "test accuracy", "test loss", "epochs", "seed", "command that trained it", "file"], rows)
+
+
+def leaderboard_table(csv_path: str) -> str:
+    return leaderboard.markdown(leaderboard.read(ROOT / csv_path))
+
+
+def first_sentence(path: Path) -> str:
+    """The first sentence of the comment a config file starts with (after `# @package ...`)."""
+    comment = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            comment.append(line.lstrip("# "))
+    text = " ".join(comment)
+    if not text:
+        raise SystemExit(f"error: {path.relative_to(ROOT)} starts without a comment that says what it is; add one")
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+
+
+def config_groups_table() -> str:
+    defaults = re.findall(r"^  - (\w+): (\S+)", (CONFIGS / "train.yaml").read_text(), re.MULTILINE)
+    default = dict(defaults)
+    rows = []
+    for group, _ in defaults:
+        options = sorted((CONFIGS / group).glob("*.yaml"))
+        if group == "model":  # one file per registered model: described with the models
+            names = ", ".join(f"`{o.stem}`" + (" (default)" if o.stem == default[group] else "") for o in options)
+            rows.append([f"`{group}`", names, "a registered model: its `name` and keyword arguments (`model.kwargs.*`)"])
+            continue
+        if default[group] == "null":
+            rows.append([f"`{group}`", "`null` (default)", "none"])
+        for option in options:
+            mark = " (default)" if option.stem == default[group] else ""
+            rows.append([f"`{group}`", f"`{option.stem}`{mark}", first_sentence(option).replace("|", "\\|")])
+    return table(["group", "option", "what it is"], rows)
+
+
+def plain_options(path: Path, prefix: str = "") -> list[list[str]]:
+    """`key | default | comment` for each leaf of a plain YAML file (not `_target_`, not paths or hydra)."""
+    rows, parents = [], []  # parents: (indent, key) of the mappings around the current line
+    for line in path.read_text().splitlines():
+        match = re.match(r"^(\s*)([\w]+):\s*(.*?)\s*(?:#\s*(.*))?$", line)
+        if not match:
+            if line.strip().startswith("#") and rows and line.startswith(" "):
+                rows[-1][2] += " " + line.strip().lstrip("# ")  # a comment continued on the next line
+            continue
+        indent, key, value, comment = len(match[1]), match[2], match[3], match[4] or ""
+        parents = [(i, k) for i, k in parents if i < indent]
+        if not value:  # a mapping: its keys follow, indented
+            parents.append((indent, key))
+            continue
+        name = prefix + ".".join([k for _, k in parents] + [key])
+        if key == "_target_" or name.split(".")[0] in ("paths", "hydra", "defaults"):
+            continue
+        rows.append([f"`{name}`", f"`{value}`", comment.replace("|", "\\|")])
+    return rows
+
+
+def config_options_table() -> str:
+    rows = (plain_options(CONFIGS / "train.yaml") + plain_options(CONFIGS / "data" / "mnist.yaml", "data.")
+            + plain_options(CONFIGS / "trainer" / "default.yaml", "trainer."))
+    return table(["option", "default", "what it does"], rows)
+
+
+TABLES = {"weights": weights_table, "leaderboard": leaderboard_table,
+          "config-groups": config_groups_table, "config-options": config_options_table}
+
+
+def regenerate(text: str, where: str) -> tuple[str, list[str]]:
+    """The text with every generated table made anew, and the names of those that changed."""
+    changed = []
+
+    def make(match: re.Match) -> str:
+        name, argument = match["name"], match["argument"]
+        if name not in TABLES:
+            raise SystemExit(f"error: {where}: unknown table {name!r}; known: {', '.join(TABLES)}")
+        body = TABLES[name](argument) if argument else TABLES[name]()
+        if body != match["body"]:
+            changed.append(name)
+        return match[1] + body + match[5]
+
+    return BLOCK.sub(make, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Make the generated tables of README.md and docs/ anew.")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs")
+    parser.add_argument("files", nargs="*", type=Path, help="Markdown files (default: README.md, docs/*.md)")
+    args = parser.parse_args(argv)
+    files = args.files or [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    stale = []
+    for path in files:
+        text = path.read_text()
+        new, changed = regenerate(text, str(path))
+        stale += [f"{path}: table {name}" for name in changed]
+        if changed and not args.check:
+            path.write_text(new)
+            print(f"rewrote {path}: {', '.join(changed)}")
+    if args.check and stale:
+        print("\n".join(f"{line} differs from its source; run python docs/tables.py" for line in stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

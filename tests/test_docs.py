@@ -1,0 +1,86 @@
+"""The docs cannot drift: generated tables equal their sources, and every relative link resolves."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"!?\[[^\]]*\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)|<img [^>]*src=\"([^\"]+)\"")
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+
+
+def tables(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "docs" / "tables.py"), *args], capture_output=True, text=True)
+
+
+def prose(path: Path) -> str:
+    """The page without its code blocks and inline code (where brackets are not links)."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", path.read_text()))
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown page (repeated headings get -1, -2, ...)."""
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} (.+)$", FENCE.sub("", path.read_text()), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        seen[slug if slug not in seen else f"{slug}-{seen[slug]}"] = seen.get(slug, 0) + 1
+    return set(seen)
+
+
+def broken_links(page: Path) -> list[str]:
+    broken = []
+    for match in LINK.finditer(prose(page)):
+        target = match[1] or match[2]
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto: are not ours to check here
+            continue
+        file, _, anchor = target.partition("#")
+        path = (page.parent / file).resolve() if file else page
+        if not path.exists():
+            broken.append(f"{page.name}: {target} (no such file)")
+        elif anchor and (path.suffix != ".md" or anchor not in anchors(path)):
+            broken.append(f"{page.name}: {target} (no such heading)")
+    return broken
+
+
+def test_generated_tables_equal_what_their_sources_make_now():
+    result = tables("--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_stale_table_is_found_and_made_anew(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("Before.\n<!-- table: weights -->\n| model | test accuracy |\n| `vgg_bn` | 12.34% |\n<!-- end table -->\nAfter.\n")
+    result = tables("--check", str(page))
+    assert result.returncode == 1 and "table weights differs from its source" in result.stderr
+    assert tables(str(page)).returncode == 0 and tables("--check", str(page)).returncode == 0
+    text = page.read_text()
+    assert text.startswith("Before.\n") and text.endswith("<!-- end table -->\nAfter.\n")
+    assert "12.34%" not in text and "`python train.py experiment=vgg_bn`" in text
+
+
+def test_an_unknown_table_is_one_line(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- table: nonsense -->\n<!-- end table -->\n")
+    result = tables("--check", str(page))
+    assert result.returncode == 1 and result.stderr == f"error: {page}: unknown table 'nonsense'; known: weights, leaderboard, config-groups, config-options\n"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_and_image_resolves(page):
+    assert broken_links(page) == []
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
+    (tmp_path / "other.md").write_text("# A heading: with `code`\n\n```\n# not a heading\n```\n")
+    page = tmp_path / "page.md"
+    page.write_text("[ok](other.md#a-heading-with-code) ![gone](images/gone.png) [bad](other.md#not-a-heading)\n"
+                    "`[not a link](nowhere.md)` [web](https://example.org/x) [here](#title)\n# Title\n")
+    assert broken_links(page) == ["page.md: images/gone.png (no such file)", "page.md: other.md#not-a-heading (no such heading)"]
+
+
+def test_the_readme_is_a_five_minute_page():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150
