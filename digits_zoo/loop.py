@@ -1,4 +1,4 @@
-"""Which training loop a run uses, decided in one place (`DigitClassifier.setup`).
+"""Which training loop a run uses, decided in one place (`DigitClassifier.setup`), and the grouped steps.
 
 Grouped steps: each Lightning step gets `data.steps_per_execution` consecutive batches and takes
 one optimiser step per batch, without Lightning's per-step dispatch (which costs more than a small
@@ -7,11 +7,15 @@ loop; only what Lightning does *between* its steps happens once per group instea
 batch. So whatever counts or listens to single batches (gradient clipping and accumulation, batch
 limits, step-based checkpoints and schedules, per-batch callbacks, profilers) gets Lightning's own
 loop: automatic optimisation, one batch per step, every documented behaviour.
+
+`grouped_steps` takes a group's optimiser steps; `log_grouped_step_losses` then logs the losses
+that Lightning's own loop would have logged, at the same steps.
 """
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
     GradientAccumulationScheduler,
@@ -22,6 +26,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 # the hooks Lightning calls for every batch or optimiser step (not once per epoch)
@@ -30,6 +35,8 @@ PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_back
 # callbacks that drive Lightning's own loop from the inside (skipped backward passes, trial runs,
 # a changing accumulate_grad_batches)
 NEED_LIGHTNINGS_LOOP = (StochasticWeightAveraging, LearningRateFinder, BatchSizeFinder, GradientAccumulationScheduler)
+# the precisions that train without a gradient scaler
+NO_SCALER_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true")
 
 
 def lightning_loop_reasons(trainer: L.Trainer, module: L.LightningModule, module_base: type) -> list[str]:
@@ -83,3 +90,57 @@ def _callback_reason(callback: L.Callback) -> str | None:
     if any(is_overridden(hook, callback, L.Callback) for hook in PER_BATCH_HOOKS):
         return name
     return None
+
+
+def can_step_directly(trainer: L.Trainer) -> bool:
+    """Whether grouped steps can skip Lightning's optimiser-step dispatch, where it would do nothing:
+    one device, no gradient scaler."""
+    return type(trainer.strategy) is SingleDeviceStrategy and trainer.precision in NO_SCALER_PRECISIONS
+
+
+def grouped_steps(module: L.LightningModule, batches: list, direct: bool) -> tuple[torch.Tensor, ...]:
+    """One optimiser step per (x, y) batch of `batches`, each as Lightning's own loop would take it
+    (`direct`: without its dispatch, see `can_step_directly`); returns the batches' losses and
+    sizes, and their logits and labels together, for the metrics."""
+    optimizer, scheduler = module.optimizers(), module.lr_schedulers()
+    losses, sizes, logits, targets = [], [], [], []
+    for x, y in batches:
+        out = module.model(x)
+        loss = module.loss_fn(out, y)
+        if direct:
+            # What Lightning's own step would do here, without its per-step dispatch (which
+            # costs more than a small model's step); its step counter (global_step) still counts.
+            optimizer._on_before_step()
+            optimizer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.optimizer.step()
+            optimizer._on_after_step()
+        else:  # under DDP manual_backward readies the gradient averaging for each backward
+            optimizer.zero_grad(set_to_none=True)
+            module.manual_backward(loss)
+            optimizer.step()
+        if scheduler is not None:  # per optimiser step (manual optimisation steps it by hand)
+            scheduler.step()
+        losses.append(loss.detach())
+        sizes.append(torch.full_like(losses[-1], len(y)))
+        logits.append(out.detach())
+        targets.append(y)
+    # the loggers' x axis counts optimiser steps (Lightning adds one per Lightning step itself);
+    # a private counter, like the step hooks above (Lightning is pinned to 2.6, and tested)
+    module.trainer.fit_loop.epoch_loop._batches_that_stepped += len(batches) - 1
+    return torch.stack(losses), torch.stack(sizes), torch.cat(logits), torch.cat(targets)
+
+
+def log_grouped_step_losses(module: L.LightningModule, losses: torch.Tensor) -> None:
+    """`train/loss_step` of the group's batches (their `losses`) that Lightning's own loop would log:
+    every trainer.log_every_n_steps-th optimiser step, at its step on the loggers' axis."""
+    every, done = module.trainer.log_every_n_steps, module.global_step  # optimiser steps, this group's included
+    first = done - len(losses)
+    steps = [step for step in range(first, done) if every and (step + 1) % every == 0]
+    if not steps or not module.loggers:
+        return
+    values = losses[[step - first for step in steps]].tolist()
+    for logger in module.loggers:
+        for step, value in zip(steps, values):
+            logger.log_metrics({"train/loss_step": value, "epoch": module.current_epoch}, step=step)
+        logger.save()

@@ -1,4 +1,6 @@
-"""`DigitClassifier`: the one LightningModule. It owns the loss, the optimiser and the metrics."""
+"""`DigitClassifier`: the one LightningModule. It owns the loss, the optimiser and the metrics; the
+grouped steps are in digits_zoo.loop, the divergence checks in digits_zoo.divergence, the pictures
+in digits_zoo.plots."""
 
 from __future__ import annotations
 
@@ -6,23 +8,31 @@ import warnings
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 from digits_zoo.data import batches_per_epoch
-from digits_zoo.errors import ConfigError, DigitsZooError, check_number
-from digits_zoo.loop import lightning_loop_reasons
+from digits_zoo.divergence import DivergedError, check_losses, check_weights  # noqa: F401  (imported from here too)
+from digits_zoo.errors import ConfigError, check_number
+from digits_zoo.loop import (
+    can_step_directly,
+    grouped_steps,
+    lightning_loop_reasons,
+    log_grouped_step_losses,
+)
 from digits_zoo.losses import LOSSES
-from digits_zoo.plots import image_loggers, log_figures
+from digits_zoo.metrics import ConfidentMistakes
+from digits_zoo.plots import (
+    confusion_matrix_figure,
+    image_loggers,
+    log_figures,
+    save_run_plots,
+)
 from digits_zoo.registry import create_model
 
 STAGES = ("train", "val", "test")
-MISTAKES_SHOWN = 20
-NO_SCALER_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true")
 
 # Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
@@ -30,18 +40,6 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 # come from torchmetrics' compute(), which has already reduced them (step and epoch are the same
 # everywhere), and reducing again would only add a collective and rounding.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/(loss|acc)'")
-
-
-def most_confident(*candidates: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The MISTAKES_SHOWN rows with the highest score (each candidate's first tensor) among all
-    candidates' rows; empty candidates are skipped."""
-    merged = tuple(torch.cat(parts) for parts in zip(*(c for c in candidates if c)))
-    keep = merged[0].topk(min(MISTAKES_SHOWN, len(merged[0]))).indices
-    return tuple(t[keep] for t in merged)
-
-
-class DivergedError(DigitsZooError):
-    """The training loss or the weights became NaN or infinite (most often: a learning rate too high)."""
 
 
 class DigitClassifier(L.LightningModule):
@@ -95,8 +93,9 @@ class DigitClassifier(L.LightningModule):
             self.metrics[f"{stage}_acc"] = MeanMetric(nan_strategy="disable")
         for stage in ("val", "test"):
             self.metrics[f"{stage}_confusion"] = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.metrics["test_mistakes"] = ConfidentMistakes()
         self.history: dict[int, dict[str, float]] = {}  # epoch -> {"train/loss": ..., "val/acc": ...}
-        self._mistakes: tuple[torch.Tensor, ...] = ()  # the test's most confident mistakes so far
+        self._mistakes: tuple[torch.Tensor, ...] = ()  # the last test's most confident mistakes, every process's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -112,9 +111,7 @@ class DigitClassifier(L.LightningModule):
         reasons = lightning_loop_reasons(trainer, self, DigitClassifier)
         group = getattr(trainer.datamodule, "steps_per_execution", 1)
         self.automatic_optimization = bool(reasons)
-        # optimiser steps can skip Lightning's dispatch where it would do nothing: one device, no scaler
-        self._direct_steps = (not reasons and type(trainer.strategy) is SingleDeviceStrategy
-                              and trainer.precision in NO_SCALER_PRECISIONS)
+        self._direct_steps = not reasons and can_step_directly(trainer)
         if reasons:
             unused = f"; data.steps_per_execution={group} is not used" if group > 1 else ""
             rank_zero_info(f"Training loop: Lightning's own, one batch per step, for {', '.join(reasons)}{unused}")
@@ -151,35 +148,9 @@ class DigitClassifier(L.LightningModule):
             if every and (self.global_step + 1) % every == 0:  # only where Lightning will log it: a call costs ~1 ms
                 self.log("train/loss_step", self._group_losses[0], on_step=True, on_epoch=False)
             return loss
-        batches = batch if grouped else [batch]
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        losses, weights, logits, targets = [], [], [], []
-        for x, y in batches:
-            out = self.model(x)
-            loss = self.loss_fn(out, y)
-            if self._direct_steps:
-                # What Lightning's own step would do here, without its per-step dispatch (which
-                # costs more than a small model's step); its step counter (global_step) still counts.
-                optimizer._on_before_step()
-                optimizer.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.optimizer.step()
-                optimizer._on_after_step()
-            else:  # under DDP manual_backward readies the gradient averaging for each backward
-                optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(loss)
-                optimizer.step()
-            if scheduler is not None:  # per optimiser step (manual optimisation steps it by hand)
-                scheduler.step()
-            losses.append(loss.detach())
-            weights.append(torch.full_like(losses[-1], len(y)))
-            logits.append(out.detach())
-            targets.append(y)
-        self._group_losses = torch.stack(losses)  # checked in on_train_batch_end
-        # the loggers' x axis counts optimiser steps (Lightning adds one per Lightning step itself);
-        # a private counter, like the step hooks above (Lightning is pinned to 2.6, and tested)
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(batches) - 1
-        self._accumulate("train", self._group_losses, torch.stack(weights), torch.cat(logits), torch.cat(targets))
+        # (the losses are checked in on_train_batch_end)
+        self._group_losses, sizes, logits, y = grouped_steps(self, batch if grouped else [batch], self._direct_steps)
+        self._accumulate("train", self._group_losses, sizes, logits, y)
         return None
 
     def _accumulate(self, stage: str, loss: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
@@ -190,31 +161,9 @@ class DigitClassifier(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # one value read back per Lightning step (a group of steps_per_execution batches), outside the
         # step itself: a diverging run stops within a group of batches, long before its next checkpoint
-        if not torch.isfinite(self._group_losses).all():
-            raise DivergedError(self._diverged("the training loss"))
+        check_losses(self, self._group_losses)
         if self.takes_groups:
-            self._log_grouped_step_losses()
-
-    def _log_grouped_step_losses(self) -> None:
-        """`train/loss_step` of the batches that Lightning's own loop would log: every
-        trainer.log_every_n_steps-th optimiser step, at its step on the loggers' axis."""
-        every, done = self.trainer.log_every_n_steps, self.global_step  # optimiser steps, this group's included
-        first = done - len(self._group_losses)
-        steps = [step for step in range(first, done) if every and (step + 1) % every == 0]
-        if not steps or not self.loggers:
-            return
-        values = self._group_losses[[step - first for step in steps]].tolist()
-        for logger in self.loggers:
-            for step, value in zip(steps, values):
-                logger.log_metrics({"train/loss_step": value, "epoch": self.current_epoch}, step=step)
-            logger.save()
-
-    def _diverged(self, what: str) -> str:
-        epoch, lr = self.current_epoch, self.hparams.lr
-        kept = (f"the last good checkpoint (last.ckpt, after epoch {epoch}) is kept" if epoch
-                else "no epoch had finished, so there is no checkpoint")
-        return (f"{what} became NaN or infinite in epoch {epoch + 1}, at optimiser step {self.global_step}: "
-                f"lower optimizer.lr (now {lr:g}) and train again; {kept}")
+            log_grouped_step_losses(self, self._group_losses)
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_features:  # frozen features: batch-norm statistics and dropout too
@@ -229,20 +178,7 @@ class DigitClassifier(L.LightningModule):
         self._accumulate(stage, loss, torch.full_like(loss, len(y)), logits, y)
         self.metrics[f"{stage}_confusion"].update(logits, y)
         if stage == "test":
-            self._keep_confident_mistakes(x, y, logits)
-
-    def _keep_confident_mistakes(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
-        """Keep the MISTAKES_SHOWN wrong answers given with the highest probability (no host reads:
-        right answers score -1 instead of being filtered out)."""
-        confidence, pred = self.model.probabilities(logits.float()).max(dim=1)
-        score = torch.where(pred != y, confidence, -1.0)
-        self._mistakes = most_confident(self._mistakes, (score, x, y, pred))
-
-    def _all_confident_mistakes(self) -> tuple[torch.Tensor, ...]:
-        """The most confident mistakes of every process (each tested only its share): a collective."""
-        if self.trainer.world_size == 1:
-            return self._mistakes
-        return most_confident(*zip(*(gather_all_tensors(t) for t in self._mistakes)))
+            self.metrics["test_mistakes"].update(x, y, self.model.probabilities(logits.float()))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
@@ -265,10 +201,7 @@ class DigitClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # the epoch's checkpoints are written after this hook: never of weights that are not numbers
-        # (a finite loss can still take a step that overflows them)
-        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
-        if not torch.stack([t.isfinite().all() for t in tensors]).all():
-            raise DivergedError(self._diverged("the weights"))
+        check_weights(self)
         self._log_epoch("train")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -284,28 +217,19 @@ class DigitClassifier(L.LightningModule):
         self._log_epoch("val")
         confusion = self._compute_and_reset("val_confusion")
         if not self.trainer.sanity_checking and self.trainer.is_global_zero and image_loggers(self.loggers):
-            from digits_zoo.plots import confusion_matrix_figure
-
             figure = confusion_matrix_figure(confusion, "Validation confusion matrix")
             log_figures(self.loggers, {"val/confusion_matrix": figure}, self.current_epoch)
-
-    def on_test_epoch_start(self) -> None:
-        self._mistakes = ()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
         confusion = self._compute_and_reset("test_confusion")
-        mistakes = self._all_confident_mistakes()
+        # every process's (each tested its share): compute() gathers them, a collective
+        self._mistakes = self._compute_and_reset("test_mistakes")
         if self.trainer.is_global_zero:
-            from digits_zoo.plots import save_run_plots
-
-            score, images, true, pred = mistakes
-            wrong = score >= 0
-            figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history,
-                                     (images[wrong], true[wrong], pred[wrong], score[wrong]))
+            figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history, self._mistakes)
             log_figures(self.loggers, {f"test/{name}": figure for name, figure in figures.items()}, self.global_step)
 
-    def _compute_and_reset(self, name: str) -> torch.Tensor:
+    def _compute_and_reset(self, name: str) -> torch.Tensor | tuple[torch.Tensor, ...]:
         value = self.metrics[name].compute()
         self.metrics[name].reset()
         return value

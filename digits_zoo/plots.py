@@ -107,7 +107,10 @@ def save_figure(figure, path: Path) -> None:
 
 def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, mistakes: tuple) -> dict:
     """Write the run folder's pictures (PNG) and the confusion matrix (CSV); returns the figures
-    by name (e.g. for TensorBoard). `mistakes` is (images, true, pred, confidence)."""
+    by name (e.g. for TensorBoard). `mistakes` is (score, images, true, pred) as
+    `digits_zoo.metrics.ConfidentMistakes` computes it: the rows that score -1 are right answers."""
+    score, images, true, pred = mistakes
+    wrong = score >= 0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_confusion_csv(confusion, out_dir / "confusion_matrix.csv")
@@ -115,7 +118,7 @@ def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, 
         "confusion_matrix": confusion_matrix_figure(confusion, "Test confusion matrix"),
         "confusion_matrix_normalized": confusion_matrix_figure(confusion, "Test confusion matrix", normalize=True),
         "per_class_accuracy": per_class_accuracy_figure(confusion),
-        "mistakes": mistakes_figure(*mistakes),
+        "mistakes": mistakes_figure(images[wrong], true[wrong], pred[wrong], score[wrong]),
     }
     if history:
         figures["training_curves"] = training_curves_figure(history)
