@@ -153,7 +153,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     The official test set stays the test set; validation is a seeded hold-out of `val_size`
     training images (0 trains on all of them, as the seed does). Pixels are scaled by 1/255 and,
-    with `standardize`, shifted and scaled by the training split's mean and std. `train_size`
+    with `standardize`, shifted and scaled by the training split's mean and std (or by
+    `normalization`, a given (mean, std): how a model trained standardised is evaluated). Checkpoints
+    record the mean and std (`state_dict`), so that a model is always fed as it was trained. `train_size`
     keeps that many training images (a label budget, e.g. for transfer experiments). `augment`
     ({"degrees", "scale", "translate"}) randomly transforms every training batch.
     """
@@ -171,6 +173,7 @@ class MNISTDataModule(L.LightningDataModule):
         seed: int = 0,
         download: bool = True,
         augment: dict | None = None,
+        normalization: tuple[float, float] | None = None,
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -183,6 +186,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.steps_per_execution = check_count("data.steps_per_execution", steps_per_execution)
         self.val_size, self.standardize, self.seed, self.download = val_size, standardize, seed, download
         self.train_size = train_size  # a label budget: train on this many of the remaining images
+        self.normalization = tuple(normalization) if normalization else None  # (mean, std), once known
         self.num_classes = len(self.dataset_cls.classes)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -236,11 +240,18 @@ class MNISTDataModule(L.LightningDataModule):
         # uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], on the device the model trains on
         self.splits = {name: (x.to(device).unsqueeze(1).float().div_(255), y.to(device)) for name, (x, y) in splits.items()}
         self.background = 0.0  # the value of a blank pixel, which augmentation pads with
-        if self.standardize:
-            mean, std = self.splits["fit"][0].mean(), self.splits["fit"][0].std()
+        if self.standardize and not self.normalization:
+            self.normalization = (self.splits["fit"][0].mean().item(), self.splits["fit"][0].std().item())
+        if self.normalization:
+            mean, std = self.normalization
             for x, _ in self.splits.values():
                 x.sub_(mean).div_(std)
-            self.background = float(-mean / std)
+            self.background = float(torch.tensor(-mean) / std)  # in float32, as the pixels
+
+    def state_dict(self) -> dict:
+        """What Lightning keeps in every checkpoint (under "MNISTDataModule"): the dataset, and the
+        inputs' mean and std where they were standardised (predict, eval.py and export apply them)."""
+        return {"dataset": self.dataset_cls.__name__, "normalization": list(self.normalization) if self.normalization else None}
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, H, W) and int64 labels, checked for consistency."""

@@ -16,18 +16,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from digits_zoo.errors import DigitsZooError, one_line
-from digits_zoo.predict import load_model, probabilities, warn_if_standardized
+from digits_zoo.predict import Trained, load_trained, strongest_shipped
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
-from digits_zoo.weights import manifest, resolve_checkpoint
+from digits_zoo.weights import manifest
 
 PAGE = Path(__file__).with_name("demo.html")
 MAX_BODY = 1_000_000  # bytes: a canvas PNG is a few kB
 MAX_PIXELS = 4096 * 4096  # a PNG of 1 MB can still unpack to a picture too large to prepare quickly
-DEFAULT_MODEL = "vgg_bn"  # the strongest shipped model
 INSTALL_EXTRA = "install the demo extra: pip install -e '.[demo]'"
 
 
@@ -37,16 +35,16 @@ class DemoError(DigitsZooError):
 
 @dataclass
 class Choice:
-    """A model the page offers: its network and how the menu names it."""
+    """A model the page offers: the trained network and how the menu names it."""
 
     label: str
-    network: torch.nn.Module
+    trained: Trained
 
 
 def shipped_models() -> dict[str, Choice]:
     """Every model whose trained weights ship with digits_zoo, by name."""
     return {
-        name: Choice(f"{name} ({100 * entry['test_acc']:.2f}% on MNIST test)", load_model(name))
+        name: Choice(f"{name} ({100 * entry['test_acc']:.2f}% on MNIST test)", load_trained(name))
         for name, entry in manifest().items()
     }
 
@@ -55,20 +53,18 @@ def checkpoint_models(sources: list[str]) -> dict[str, Choice]:
     """The models of checkpoints or run folders, by the path given."""
     choices = {}
     for source in sources:
-        checkpoint = resolve_checkpoint(source)
-        warn_if_standardized(checkpoint)
-        choices[source] = Choice(f"{source} (checkpoint)", load_model(checkpoint))
+        choices[source] = Choice(f"{source} (checkpoint)", load_trained(source))
     return choices
 
 
-def read_drawing(network: torch.nn.Module, picture: bytes) -> dict:
+def read_drawing(trained: Trained, picture: bytes) -> dict:
     """The model's reading of an encoded picture: digit, all probabilities, and the 28x28 it saw."""
     digit = prepare_image(picture, max_pixels=MAX_PIXELS)
-    scores = probabilities(network, to_tensor([digit]))[0]
+    scores = trained.probabilities(to_tensor([digit]))[0]
     return {
         "digit": int(scores.argmax()),
         "probabilities": [round(float(p), 4) for p in scores],
-        "activation": network.output_activation,
+        "activation": trained.network.output_activation,
         "input": png_data_url(digit),
     }
 
@@ -121,7 +117,7 @@ def create_app(choices: dict[str, Choice], default: str):
             raise HTTPException(404, f"unknown model {model!r}; choose one of: {', '.join(choices)}")
         picture = await read_body(request)
         try:  # the model runs in a worker thread, so the server stays responsive
-            return await run_in_threadpool(read_drawing, choices[model].network, picture)
+            return await run_in_threadpool(read_drawing, choices[model].trained, picture)
         except ImageError as error:
             raise HTTPException(400, f"cannot read the drawing: {error}") from None
 
@@ -167,8 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                         help="also offer the model of this checkpoint or train.py run folder (repeatable)")
     parser.add_argument("--model", metavar="NAME",
-                        help=f"the model selected at first: a shipped model's name or a --checkpoint PATH "
-                        f"(default: the first checkpoint, else {DEFAULT_MODEL})")
+                        help="the model selected at first: a shipped model's name or a --checkpoint PATH "
+                        "(default: the first checkpoint, else the strongest shipped model)")
     return parser.parse_args(argv)
 
 
@@ -177,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         require_extra()
         choices = shipped_models() | checkpoint_models(args.checkpoint)
-        default = args.model or (args.checkpoint[0] if args.checkpoint else DEFAULT_MODEL)
+        default = args.model or (args.checkpoint[0] if args.checkpoint else strongest_shipped())
         if default not in choices:
             raise DemoError(f"--model {default!r} is not offered; choose one of: {', '.join(choices)}")
         app = create_app(choices, default)

@@ -1,10 +1,11 @@
 """Predict the digit in your own pictures with a trained model.
 
-    python -m digits_zoo.predict IMAGE [IMAGE ...] --model SOURCE [--json] [--save-input DIR]
+    python -m digits_zoo.predict IMAGE [IMAGE ...] [--model SOURCE] [--json] [--save-input DIR]
 
 SOURCE is a checkpoint (`*.ckpt`), a run folder made by train.py, or the name of a model whose
-trained weights ship with the package (e.g. `flatten_mlp`). Each picture is prepared the
-way MNIST was (see `digits_zoo.preprocess`) and all of them go through the model in one batch.
+trained weights ship with the package (e.g. `flatten_mlp`; without --model, the strongest one).
+Each picture is prepared the way MNIST was (see `digits_zoo.preprocess`), then as the model's
+inputs were in training (standardised, where they were), and all go through the model in one batch.
 Exit codes: 0 all predicted, 1 some picture could not be read, 2 the model could not be loaded.
 """
 
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,27 +23,44 @@ from PIL import Image
 
 from digits_zoo.errors import one_line
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
-from digits_zoo.weights import WeightsError, resolve_checkpoint
+from digits_zoo.weights import WeightsError, manifest, pretrained_info, resolve_checkpoint, trained_on
 
 
-def trained_standardized(checkpoint: Path) -> bool:
-    """Whether the run that wrote `checkpoint` (in `<run>/checkpoints/`) had `data.standardize` on;
-    the checkpoint itself does not say, and the training mean and std are not kept."""
-    config = checkpoint.resolve().parent.parent / "config.yaml"
-    if not config.is_file():
-        return False
-    from omegaconf import OmegaConf
+class Standardize(torch.nn.Module):
+    """(x - mean) / std: the inputs of a network trained on standardised pixels."""
 
-    try:
-        return bool(OmegaConf.select(OmegaConf.load(config), "data.standardize", default=False))
-    except Exception:  # not train.py's config: nothing to say
-        return False
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
-def warn_if_standardized(checkpoint: Path) -> None:
-    if trained_standardized(checkpoint):
-        print(f"warning: {checkpoint} was trained with data.standardize=true, but pictures are only scaled "
-              "by 1/255 here (the training mean and std are not saved), so predictions may be wrong", file=sys.stderr)
+@dataclass(frozen=True)
+class Trained:
+    """A trained network with what it was trained for: its name, its classes, its DigitClassifier
+    settings (`hparams`) and how its inputs were prepared (`normalization`: (mean, std) or None)."""
+
+    network: torch.nn.Module  # in eval mode, on the CPU
+    name: str
+    classes: list[str]
+    hparams: dict
+    normalization: tuple[float, float] | None = None
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) pixels / 255 -> what the network was trained on."""
+        return Standardize(*self.normalization)(images) if self.normalization else images
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, classes) probabilities of (N, 1, 28, 28) pixels / 255."""
+        return probabilities(self.network, self.prepare(images))
+
+
+def strongest_shipped() -> str:
+    """The shipped model with the highest test accuracy."""
+    return max(manifest().items(), key=lambda item: item[1]["test_acc"])[0]
 
 
 def is_model_name(source: str | Path) -> bool:
@@ -51,13 +70,19 @@ def is_model_name(source: str | Path) -> bool:
     return str(source) in list_models() and not Path(source).exists()
 
 
-def load_model(source: str | Path) -> torch.nn.Module:
-    """The trained network (in eval mode, on the CPU) from a checkpoint, a run folder, or the name
-    of a model whose weights ship with the package."""
+def load_trained(source: str | Path) -> Trained:
+    """The trained network of a checkpoint, a run folder, or a shipped model's name, with what it
+    was trained for (a checkpoint's data module recorded its dataset and input normalization)."""
+    import torchvision
+
     if is_model_name(source):
         from digits_zoo import create_model
+        from digits_zoo.weights import pretrained_info
 
-        return create_model(str(source), pretrained=True).eval()
+        info = pretrained_info(str(source))
+        network = create_model(str(source), pretrained=True).eval()
+        normalization = (info["input"]["mean"], info["input"]["std"]) if info["input"]["mean"] is not None else None
+        return Trained(network, str(source), info["classes"], {"model": str(source)}, normalization)
     from digits_zoo.module import DigitClassifier  # imports Lightning: only for checkpoints
 
     checkpoint = resolve_checkpoint(source)
@@ -66,9 +91,18 @@ def load_model(source: str | Path) -> torch.nn.Module:
         # print while it loads; stdout is kept for the predictions (--json).
         with contextlib.redirect_stdout(sys.stderr):
             module = DigitClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+        dataset, normalization = trained_on(torch.load(checkpoint, map_location="cpu", weights_only=True))
     except Exception as error:  # pickle, zip, key and type errors alike: not a usable checkpoint
         raise WeightsError(f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
-    return module.model.eval()
+    classes = list(getattr(torchvision.datasets, dataset).classes)
+    return Trained(module.model.eval(), module.hparams.model, classes, dict(module.hparams), normalization)
+
+
+def load_model(source: str | Path) -> torch.nn.Module:
+    """The trained network (in eval mode, on the CPU) from a checkpoint, a run folder, or the name
+    of a model whose weights ship with the package. It takes what it was trained on: see
+    `load_trained(source).prepare` for a run trained on standardised pixels."""
+    return load_trained(source).network
 
 
 @torch.inference_mode()
@@ -78,9 +112,9 @@ def probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model.probabilities(model(images))
 
 
-def predict(model: torch.nn.Module, images: torch.Tensor) -> list[dict]:
-    """For each (1, 28, 28) image: the digit, its probability and the top three."""
-    scores = probabilities(model, images)
+def predict(trained: Trained, images: torch.Tensor) -> list[dict]:
+    """For each (1, 28, 28) image of pixels / 255: the digit, its probability and the top three."""
+    scores = trained.probabilities(images)
     top = scores.topk(min(3, scores.shape[1]), dim=1)
     return [
         {
@@ -114,9 +148,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "paper or light ink on dark) with a model trained by train.py.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="picture files")
-    parser.add_argument("--model", required=True, metavar="SOURCE",
+    parser.add_argument("--model", metavar="SOURCE",
                         help="a checkpoint (*.ckpt), a run folder of train.py (its best checkpoint, else last.ckpt), "
-                        "or a model name for the weights shipped with digits_zoo")
+                        "or a model name for the weights shipped with digits_zoo (default: the strongest shipped model)")
     parser.add_argument("--json", action="store_true", help="print one JSON list to stdout instead of text")
     parser.add_argument("--save-input", type=Path, metavar="DIR",
                         help="save the 28x28 picture the model saw as DIR/<stem>.28x28.png")
@@ -125,16 +159,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.model is None:
+        args.model = strongest_shipped()
+        print(f"model: {args.model}, the strongest shipped model ({100 * pretrained_info(args.model)['test_acc']:.2f}% "
+              "on the MNIST test set); choose another with --model", file=sys.stderr)
     try:
-        checkpoint = None if is_model_name(args.model) else resolve_checkpoint(args.model)
-        model = load_model(checkpoint or args.model)
+        trained = load_trained(args.model)
         if args.save_input:
             args.save_input.mkdir(parents=True, exist_ok=True)
     except (WeightsError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
-    if checkpoint:
-        warn_if_standardized(checkpoint)
+    model = trained.network
 
     results: list[dict] = [{"file": file} for file in args.images]
     good, digits = [], []
@@ -147,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {result['file']}: {error}", file=sys.stderr)
 
     if good:  # one forward pass for all readable pictures
-        for result, prediction in zip(good, predict(model, to_tensor(digits))):
+        for result, prediction in zip(good, predict(trained, to_tensor(digits))):
             result.update(prediction, activation=model.output_activation)
     if args.save_input:
         used: set[str] = set()

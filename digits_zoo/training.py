@@ -40,7 +40,7 @@ def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
     return callbacks
 
 
-def _check_accelerator(accelerator: str | None) -> None:
+def check_accelerator(accelerator: str | None) -> None:
     """A GPU asked for where torch sees none: one line instead of Lightning's stack trace."""
     mps = str(accelerator) == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" takes Apple's too
     if str(accelerator) in ("gpu", "cuda") and not (torch.cuda.is_available() or mps):
@@ -53,7 +53,7 @@ def _drop_tips(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip")
 
 
-def _tidy_lightning_logging() -> None:
+def tidy_lightning_logging() -> None:
     """`import lightning` adds its own console handler and also propagates to the root logger, so
     where the application configured the root logger (Hydra does) every message printed twice.
     Lightning also advertises a cloud logger on every run."""
@@ -71,13 +71,13 @@ def train(cfg: DictConfig) -> dict:
     Returns {"metrics": results, "trainer", "module", "datamodule"} so callers and tests can look
     further.
     """
-    _tidy_lightning_logging()
+    tidy_lightning_logging()
     resume = load_resume(cfg.resume) if cfg.get("resume") else None
     if resume:
         cfg = resume.cfg
         log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
-    _check_accelerator(cfg.trainer.get("accelerator"))
+    check_accelerator(cfg.trainer.get("accelerator"))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # with DDP every process runs train(cfg) in the same run folder; a resumed run keeps its config

@@ -2,10 +2,12 @@
 
     python -m digits_zoo.weights export RUN_FOLDER   # ship a run's tested weights (maintainers)
 
-Shipped weights live in `digits_zoo/weights/<model>.pt` (a plain state dict) with a manifest that
-records, for each, the command that trained it, the seed, the test accuracy measured and the
-file's SHA-256, which loading verifies. Everything is read with `torch.load(weights_only=True)`:
-loading never runs pickled code.
+Shipped weights live in `digits_zoo/weights/<model>.safetensors` (tensors only: no pickle at all)
+with a manifest whose record for each model describes it, in the manner of torchvision's
+`Weights.meta`: the class names, the input it expects, its parameters and multiply-adds, the
+recipe that trained it (command, seed, epochs, training seconds), its test accuracy and loss, and
+the file's SHA-256, which loading verifies (`list_pretrained`, `pretrained_info`). Run checkpoints
+are Lightning's, read with `torch.load(weights_only=True)`: loading never runs pickled code.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
 
 from digits_zoo.errors import DigitsZooError, one_line
+from digits_zoo.writes import write_atomically, write_text_atomically
 
 SHIPPED = Path(__file__).parent / "weights"
 MANIFEST = SHIPPED / "manifest.json"
@@ -31,6 +35,28 @@ class WeightsError(DigitsZooError):
 
 def manifest() -> dict[str, dict]:
     return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+
+
+def list_pretrained() -> list[str]:
+    """The models whose trained weights ship with digits_zoo."""
+    return sorted(manifest())
+
+
+def pretrained_info(name: str) -> dict:
+    """The record of a shipped model's weights: classes, input, parameters, multiply-adds
+    (`macs`), recipe (`command`, `seed`, `epochs`, `train_seconds`), `test_acc`, `test_loss`."""
+    entry = manifest().get(name)
+    if entry is None:
+        raise WeightsError(f"no shipped weights for {name!r}; shipped: {', '.join(list_pretrained()) or 'none'}")
+    return entry
+
+
+def trained_on(checkpoint: dict) -> tuple[str, tuple[float, float] | None]:
+    """The dataset a run's checkpoint was trained on, and the (mean, std) its inputs were
+    standardised with (None: pixels / 255 only), as its data module recorded them."""
+    record = checkpoint.get("MNISTDataModule") or {}
+    normalization = record.get("normalization")
+    return record.get("dataset", "MNIST"), tuple(normalization) if normalization else None
 
 
 def sha256(path: Path) -> str:
@@ -73,13 +99,10 @@ def _load(path: Path) -> dict:
 
 def shipped_state_dict(name: str) -> dict[str, torch.Tensor]:
     """The weights shipped for model `name`, after checking their SHA-256 against the manifest."""
-    entry = manifest().get(name)
-    if entry is None:
-        raise WeightsError(f"no shipped weights for {name!r}; shipped: {', '.join(sorted(manifest())) or 'none'}")
-    path = SHIPPED / entry["file"]
-    if not path.is_file() or sha256(path) != entry["sha256"]:
+    path = SHIPPED / pretrained_info(name)["file"]
+    if not path.is_file() or sha256(path) != pretrained_info(name)["sha256"]:
         raise WeightsError(f"{path} is missing or damaged (SHA-256 differs from the manifest); reinstall digits_zoo")
-    return _load(path)
+    return load_file(path)
 
 
 def run_state_dict(source: str | Path, model_name: str | None = None) -> dict[str, torch.Tensor]:
@@ -117,28 +140,51 @@ def load_pretrained(model: nn.Module, name: str, source: bool | str | Path = Tru
                            "were they trained with other model.kwargs?")
 
 
+def describe(name: str, dataset: str = "MNIST", normalization: tuple[float, float] | None = None) -> dict:
+    """What a model's weights are for: classes, input, parameters and multiply-adds (those of the
+    convolutions and dense layers for one image, by torch's own flop counter: flops / 2)."""
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from digits_zoo import create_model
+
+    model = create_model(name).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    mean, std = normalization or (None, None)
+    return {
+        "dataset": dataset,
+        "classes": list(getattr(torchvision.datasets, dataset).classes),
+        "input": {"shape": [1, 28, 28], "scaling": "pixels / 255, in [0, 1]", "mean": mean, "std": std,
+                  "output": f"logits; probabilities through {model.output_activation}"},
+        "params": sum(p.numel() for p in model.parameters()),
+        "macs": counter.get_total_flops() // 2,
+    }
+
+
+def ship(name: str, state: dict[str, torch.Tensor], record: dict) -> dict:
+    """Write `<name>.safetensors` (its record also in the file's metadata, so that a copy describes
+    itself) and its manifest entry; returns the entry."""
+    record = {"file": f"{name}.safetensors", **record}
+    data = save({k: v.contiguous() for k, v in state.items()}, metadata={"digits_zoo": json.dumps({name: record})})
+    path = SHIPPED / record["file"]
+    write_atomically(path, data)
+    entries = manifest()
+    entries[name] = {**record, "sha256": sha256(path)}
+    write_text_atomically(MANIFEST, json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
+    return entries[name]
+
+
 def export(run_dir: Path) -> dict:
-    """Ship the tested weights of a train.py run folder: `<model>.pt` plus its manifest entry."""
+    """Ship the tested weights of a train.py run folder: `<model>.safetensors` and its record."""
     results = json.loads((run_dir / "results.json").read_text())
     overrides = (run_dir / ".hydra" / "overrides.yaml")
     args = [line.removeprefix("- ").strip() for line in overrides.read_text().splitlines()] if overrides.is_file() else []
     args = [a for a in args if not a.startswith(("hydra.", "data.data_dir"))]
-    name = results["model"]
-    SHIPPED.mkdir(exist_ok=True)
-    path = SHIPPED / f"{name}.pt"
-    torch.save({k: v.contiguous() for k, v in run_state_dict(run_dir).items()}, path)
-    entries = manifest()
-    entries[name] = {
-        "file": path.name,
-        "sha256": sha256(path),
-        "command": " ".join(["python train.py", *args]),
-        "seed": results["seed"],
-        "test_acc": results["test/acc"],
-        "test_loss": results["test/loss"],
-        "epochs": results["epochs"],
-    }
-    MANIFEST.write_text(json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
-    return entries[name]
+    dataset, normalization = trained_on(_load(resolve_checkpoint(run_dir)))
+    recipe = {"command": " ".join(["python train.py", *args]), "seed": results["seed"], "epochs": results["epochs"],
+              "train_seconds": results["train_seconds"], "test_acc": results["test/acc"], "test_loss": results["test/loss"]}
+    return ship(results["model"], run_state_dict(run_dir), {**recipe, **describe(results["model"], dataset, normalization)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def weights_table() -> str:
     from digits_zoo.weights import SHIPPED, manifest
 
-    rows = [[f"`{name}`", f"{100 * entry['test_acc']:.2f}%", f"{entry['test_loss']:.4f}", str(entry["epochs"]),
-             str(entry["seed"]), f"`{entry['command']}`", f"{(SHIPPED / entry['file']).stat().st_size / 1e6:.2f} MB"]
-            for name, entry in sorted(manifest().items(), key=lambda item: -item[1]["test_acc"])]
-    return table(["model", "test accuracy", "test loss", "epochs", "seed", "command that trained it", "file"], rows)
+    rows = [[f"`{name}`", f"{100 * e['test_acc']:.2f}%", f"{e['test_loss']:.4f}", f"{e['params']:,}", f"{e['macs']:,}",
+             f"`{e['command']}`", str(e["seed"]), str(e["epochs"]), f"{e['train_seconds']:.1f}",
+             f"{(SHIPPED / e['file']).stat().st_size / 1e6:.2f} MB"]
+            for name, e in sorted(manifest().items(), key=lambda item: -item[1]["test_acc"])]
+    return table(["model", "test accuracy", "test loss", "parameters", "multiply-adds", "command that trained it",
+                  "seed", "epochs", "training seconds", "file"], rows)
 
 
 def leaderboard_table(csv_path: str) -> str:

@@ -57,3 +57,14 @@ def real_data_dir() -> Path:
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip(f"real-data tier: no MNIST/raw files under DIGITS_ZOO_DATA_DIR={root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def standardized_run(tiny_data, tmp_path_factory) -> Path:
+    """The run folder of a short train.py run on standardised pixels (so its checkpoints record
+    the mean and std that predict, eval.py and export must apply)."""
+    from digits_zoo.training import train
+
+    run = tmp_path_factory.mktemp("standardized") / "run"
+    train(compose_tiny_run(tiny_data, run, "data.standardize=true", "trainer.max_epochs=1"))
+    return run

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from digits_zoo.data import MNISTDataModule
 from digits_zoo.module import DigitClassifier
-from digits_zoo.predict import load_model, main, resolve_checkpoint
+from digits_zoo.predict import load_model, load_trained, main, resolve_checkpoint
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
 from tests.conftest import ROOT
 
@@ -204,16 +204,24 @@ def test_a_run_folder_uses_its_best_checkpoint_else_last(tiny_data, checkpoint, 
     assert json.loads(capsys.readouterr().out)[0]["activation"] == "softmax"
 
 
-def test_a_run_trained_on_standardized_pixels_is_warned_about(checkpoint, pictures, tmp_path, capsys):
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.ckpt").write_bytes(checkpoint.read_bytes())
-    (run / "config.yaml").write_text("data:\n  standardize: true\n")
-    assert main([str(pictures["seven.png"]), "--model", str(run), "--json"]) == 0
+def test_a_run_trained_on_standardized_pixels_gets_them_standardized(standardized_run, pictures, capsys):
+    assert main([str(pictures["seven.png"]), "--model", str(standardized_run), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    trained = load_trained(standardized_run)
+    mean, std = trained.normalization  # recorded in the checkpoint by the data module
+    pixels = to_tensor([prepare_image(pictures["seven.png"])])
+    with torch.no_grad():
+        expected = trained.network.probabilities(trained.network((pixels - mean) / std))[0]
+    assert result["probability"] == round(float(expected.max()), 6)
+    assert result["digit"] == int(expected.argmax())
+
+
+def test_without_a_model_the_strongest_shipped_one_reads_and_says_so(pictures, capsys):
+    assert main([str(pictures["seven.png"]), "--json"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)[0]["digit"] in range(10)
-    (line,) = captured.err.strip().splitlines()
-    assert line.startswith("warning: ") and "data.standardize=true" in line
+    assert captured.err == ("model: vgg_bn, the strongest shipped model (99.69% on the MNIST test set); "
+                            "choose another with --model\n")
+    assert json.loads(captured.out)[0]["activation"] == "softmax"
 
 
 @pytest.mark.parametrize("source", ["missing.ckpt", "not_a_checkpoint.ckpt", "empty_folder"])

@@ -54,6 +54,51 @@ def test_a_damaged_weights_file_is_refused(tmp_path, monkeypatch):
         create_model("flatten_mlp", pretrained=True)
 
 
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_shipped_weights_are_tensors_only_and_describe_themselves(name):
+    import json
+
+    from safetensors import safe_open
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from digits_zoo import list_pretrained, pretrained_info
+
+    assert list_pretrained() == ALL_MODELS
+    info = pretrained_info(name)
+    path = weights_module.SHIPPED / info["file"]
+    assert path.suffix == ".safetensors" and not path.read_bytes().startswith(b"PK")  # not a pickle's zip
+    with safe_open(path, framework="pt") as file:  # the file carries its own record
+        assert json.loads(file.metadata()["digits_zoo"]) == {name: {k: v for k, v in info.items() if k != "sha256"}}
+    model = create_model(name)
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, 1, 28, 28))
+    assert info["params"] == sum(p.numel() for p in model.parameters()) and info["macs"] == counter.get_total_flops() // 2
+    assert info["classes"][7] == "7 - seven" and info["input"]["shape"] == [1, 28, 28] and info["input"]["mean"] is None
+    assert info["dataset"] == "MNIST" and info["train_seconds"] > 0 and info["command"].startswith("python train.py")
+    assert info["input"]["output"] == f"logits; probabilities through {model.output_activation}"
+    with pytest.raises(WeightsError, match="no shipped weights for 'lenet'; shipped: flatten_mlp"):
+        pretrained_info("lenet")
+
+
+def test_export_ships_a_run_with_its_record_and_normalization(standardized_run, tmp_path, monkeypatch):
+    import json
+
+    shutil.copytree(weights_module.SHIPPED, tmp_path / "weights")
+    monkeypatch.setattr(weights_module, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setattr(weights_module, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    (standardized_run / ".hydra").mkdir(exist_ok=True)
+    (standardized_run / ".hydra" / "overrides.yaml").write_text("- data.standardize=true\n- data.data_dir=/x\n")
+    entry = weights_module.main(["export", str(standardized_run)]) == 0 and manifest()["flatten_mlp"]
+    results = json.loads((standardized_run / "results.json").read_text())
+    assert entry["command"] == "python train.py data.standardize=true" and entry["test_acc"] == results["test/acc"]
+    assert entry["train_seconds"] == results["train_seconds"] and entry["sha256"] == sha256(tmp_path / "weights" / entry["file"])
+    mean, std = entry["input"]["mean"], entry["input"]["std"]
+    assert 0 < mean < 1 and 0 < std < 1
+    shipped = create_model("flatten_mlp", pretrained=True).state_dict()
+    trained = create_model("flatten_mlp", pretrained=standardized_run).state_dict()
+    assert all(torch.equal(shipped[k], v) for k, v in trained.items())
+
+
 def test_weights_from_a_run_folder_or_checkpoint(make_cfg, tmp_path):
     from digits_zoo.training import train
 

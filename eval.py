@@ -1,0 +1,25 @@
+"""Evaluate a trained digits_zoo model on a test set: `python eval.py model_source=SOURCE [data=...]`."""
+
+import sys
+
+try:
+    import hydra
+    from omegaconf import DictConfig
+
+    from digits_zoo.cli import one_line_errors
+except KeyboardInterrupt:  # Ctrl+C while Python imports torch
+    print("stopped: SIGINT (Ctrl+C) before the evaluation started", file=sys.stderr)
+    sys.exit(130)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with one_line_errors():
+        from digits_zoo.evaluate import evaluate
+
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    with one_line_errors():  # mistakes in the command line's config overrides
+        main()

@@ -1,0 +1,86 @@
+"""`python -m digits_zoo.export SOURCE --format onnx`: one ONNX file, checked against torch."""
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+import digits_zoo.export as export_module
+from digits_zoo import list_models
+from digits_zoo.export import export, main
+from digits_zoo.predict import load_trained
+from digits_zoo.weights import manifest
+
+
+def run_onnx(path, images: torch.Tensor) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": images.numpy()})[0]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name, tiny_data, tmp_path):
+    out = tmp_path / "exported" / f"{name}.onnx"
+    out.parent.mkdir()
+    check = export(name, out, data_dir=tiny_data)
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # self-contained: no .data beside it
+    assert check["within_tolerance"] and check["same_digits"] == check["images"] == 300
+    assert check["max_difference"] <= export_module.ATOL
+    network = load_trained(name).network
+    for batch in (1, 7):  # the batch size is dynamic
+        images = torch.rand(batch, 1, 28, 28)
+        np.testing.assert_allclose(run_onnx(out, images), network(images).detach().numpy(), atol=1e-4, rtol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["digits_zoo.model"] == name and meta["digits_zoo.output_activation"] == network.output_activation
+    assert len(json.loads(meta["digits_zoo.classes"])) == 10
+
+
+def test_a_standardized_run_exports_with_its_normalization_inside(standardized_run, tiny_data, tmp_path):
+    out = tmp_path / "run.onnx"
+    export(str(standardized_run), out, data_dir=tiny_data)
+    trained = load_trained(standardized_run)
+    mean, std = trained.normalization
+    pixels = torch.rand(5, 1, 28, 28)  # what people give the file: pixels / 255
+    expected = trained.network((pixels - mean) / std).detach().numpy()
+    np.testing.assert_allclose(run_onnx(out, pixels), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_disagreeing_export_is_refused_and_what_was_there_is_kept(tiny_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "lenet5.onnx"
+    out.write_text("an earlier export")
+    monkeypatch.setattr(export_module, "ATOL", -1.0)  # no difference is small enough
+    assert main(["lenet5", "--out", str(out), "--data-dir", str(tiny_data)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: onnxruntime disagrees with torch on the 300 MNIST test images") and "nothing was written" in line
+    assert out.read_text() == "an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def test_the_command_says_what_it_wrote_and_checked(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DIGITS_ZOO_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no data here: the check runs on seeded random images
+    assert main(["single_dense"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote single_dense.onnx (0.03 MB); onnxruntime against torch on 1,000 random images: largest logit difference")
+    assert (tmp_path / "single_dense.onnx").is_file()
+
+
+def test_without_the_export_extra_it_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if it were not installed
+    assert main(["lenet5", "--out", str(tmp_path / "x.onnx")]) == 1
+    assert capsys.readouterr().err == 'error: ONNX export needs the export extra (onnxscript is missing): pip install -e ".[export]"\n'
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_source_is_one_line(tmp_path, capsys):
+    assert main(["no_such_model", "--out", str(tmp_path / "x.onnx")]) == 1
+    assert capsys.readouterr().err == "error: no_such_model: no such checkpoint file or run folder\n"
+
+
+@pytest.mark.real_data
+def test_the_exported_strong_model_keeps_its_test_accuracy_under_onnxruntime(real_data_dir, tmp_path):
+    check = export("vgg_bn", tmp_path / "vgg_bn.onnx", data_dir=real_data_dir)
+    assert check["images"] == 10_000 and check["same_digits"] == 10_000
+    assert check["onnxruntime_acc"] == check["torch_acc"] == pytest.approx(manifest()["vgg_bn"]["test_acc"], abs=1e-4)
