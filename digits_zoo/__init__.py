@@ -2,6 +2,15 @@
 
 from digits_zoo import models  # noqa: F401  (fills the registry)
 from digits_zoo.registry import create_model, list_models, register_model
-from digits_zoo.weights import list_pretrained, pretrained_info
 
 __all__ = ["create_model", "list_models", "list_pretrained", "pretrained_info", "register_model"]
+
+
+def __getattr__(name: str):
+    # the shipped weights' records, imported on first use (so that `python -m digits_zoo.weights`
+    # does not find its own module imported already)
+    if name in ("list_pretrained", "pretrained_info"):
+        from digits_zoo import weights
+
+        return getattr(weights, name)
+    raise AttributeError(f"module 'digits_zoo' has no attribute {name!r}")
