@@ -35,18 +35,6 @@ class ExportError(DigitsZooError):
     """The export could not be made or does not agree with torch."""
 
 
-class Standardize(nn.Module):
-    """(x - mean) / std in front of a network trained on standardised inputs."""
-
-    def __init__(self, mean: float, std: float):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean))
-        self.register_buffer("std", torch.tensor(std))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 def check_images(data_dir: str | Path | None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """The MNIST test images in [0, 1] and their labels where they are on disk, else seeded random
     images (and no labels)."""
@@ -113,7 +101,7 @@ def parity(path: Path, network: nn.Module, images: torch.Tensor, labels: torch.T
 
 def export(source: str, out: Path | None = None, data_dir: str | Path | None = None) -> dict:
     """Write SOURCE's model as ONNX to `out` (default `<name>.onnx`) after checking it; returns the check."""
-    from digits_zoo.predict import load_trained
+    from digits_zoo.predict import Standardize, load_trained
 
     trained = load_trained(source)
     network = trained.network
