@@ -43,6 +43,8 @@ class Pace(L.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"epoch{trainer.current_epoch}-group{batch_idx}").touch()
         time.sleep(self.seconds)
+        while (self.folder / "hold").exists():  # a test holds the run here, e.g. while another process tries its folder
+            time.sleep(0.05)
 
 
 class Overdrive(L.Callback):

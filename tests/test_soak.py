@@ -104,8 +104,10 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
         elif fault == "disk_full":
             filler = fill(disk, leave=100_000)  # less than one checkpoint
         elif fault == "second_process":
+            (marks / "hold").touch()  # the run waits until the other process has tried: it cannot finish first
             other = popen_train(tmp_path, f"{name}_other", *paced(tiny_data, run, marks), "model=lenet5")
             stderr = finish(other, tmp_path, f"{name}_other")
+            (marks / "hold").unlink()
             assert other.returncode == 1 and f"{run} is in use by train.py, pid {process.pid}" in stderr, where
         stderr = finish(process, tmp_path, name)
         expected = {"none": 0, "sigkill": -signal.SIGKILL, "sigterm": 143, "disk_full": 1, "second_process": 0}
