@@ -31,6 +31,7 @@ from digits_zoo.plots import (
     save_run_plots,
 )
 from digits_zoo.registry import create_model
+from digits_zoo.weights import trained_on
 
 STAGES = ("train", "val", "test")
 
@@ -212,6 +213,7 @@ class DigitClassifier(L.LightningModule):
         # checkpoint after training loads the history of an earlier epoch
         for epoch, values in checkpoint.get("history", {}).items():
             self.history.setdefault(epoch, values)
+        self.trained_on = trained_on(checkpoint)  # (dataset, input normalization): how predict and export feed it
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

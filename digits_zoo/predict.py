@@ -23,7 +23,7 @@ from PIL import Image
 
 from digits_zoo.errors import one_line
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
-from digits_zoo.weights import WeightsError, manifest, pretrained_info, resolve_checkpoint, trained_on
+from digits_zoo.weights import WeightsError, manifest, pretrained_info, resolve_checkpoint
 
 
 class Standardize(torch.nn.Module):
@@ -91,7 +91,7 @@ def load_trained(source: str | Path) -> Trained:
         # print while it loads; stdout is kept for the predictions (--json).
         with contextlib.redirect_stdout(sys.stderr):
             module = DigitClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-        dataset, normalization = trained_on(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        dataset, normalization = module.trained_on  # what its data module recorded in the checkpoint
     except Exception as error:  # pickle, zip, key and type errors alike: not a usable checkpoint
         raise WeightsError(f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
     classes = list(getattr(torchvision.datasets, dataset).classes)
