@@ -13,11 +13,14 @@ except KeyboardInterrupt:  # Ctrl+C in the first second or two, while Python imp
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the best epoch's val/acc (None without a validation split): what a Hydra sweeper
+    such as hparams_search=mlp_optuna maximises."""
     with one_line_errors():
         from digits_zoo.training import train
 
-        train(cfg)
+        metrics = train(cfg).get("metrics")  # (lr_find=true trains nothing)
+        return metrics and metrics["best_val/acc"]
 
 
 if __name__ == "__main__":

@@ -3,12 +3,16 @@
 from digits_zoo import models  # noqa: F401  (fills the registry)
 from digits_zoo.registry import create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "list_pretrained", "pretrained_info", "register_model"]
+__all__ = ["create_model", "fit", "list_models", "list_pretrained", "pretrained_info", "register_model"]
 
 
 def __getattr__(name: str):
-    # the shipped weights' records, imported on first use (so that `python -m digits_zoo.weights`
-    # does not find its own module imported already)
+    # imported on first use: fit brings Lightning and Hydra's runner; the shipped weights' records
+    # (so that `python -m digits_zoo.weights` does not find its own module imported already)
+    if name == "fit":
+        from digits_zoo.api import fit
+
+        return fit
     if name in ("list_pretrained", "pretrained_info"):
         from digits_zoo import weights
 

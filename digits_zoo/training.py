@@ -103,6 +103,9 @@ def train(cfg: DictConfig) -> dict:
         if cfg.model.get("reset_head"):
             module.model.reset_classifier(module.model.num_classes)
     validation = datamodule.has_validation
+    if cfg.get("optimized_metric") and (cfg.optimized_metric != "val/acc" or not validation):
+        raise ConfigError(f"optimized_metric={cfg.optimized_metric}: a search maximises the best epoch's val/acc, "
+                          "which needs a validation split; keep data.val_size above 0 (the test set never chooses)")
     loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf is not None]
     if resume:
         keep_logged_epochs(loggers, resume.epoch)

@@ -44,17 +44,19 @@ def test_unknown_model_name_is_one_line_with_the_closest_match(tiny_data, tmp_pa
 
 def test_a_sweep_ends_with_a_leaderboard_and_the_command_rebuilds_it(tiny_data, tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "model=single_dense,softmax_mlp", f"data.data_dir={tiny_data}", "data.val_size=200",
-                       "trainer.max_epochs=1", "trainer.log_every_n_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = run_train("-m", "model=single_dense,softmax_mlp", "seed=1,2", f"data.data_dir={tiny_data}",
+                       "data.val_size=200", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+                       f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     table = (sweep / "leaderboard.md").read_text()
     assert table in result.stdout
-    rows = [line for line in table.splitlines() if line.startswith("| single_dense") or line.startswith("| softmax_mlp")]
-    assert len(rows) == 2
-    assert len((sweep / "leaderboard.csv").read_text().splitlines()) == 3
+    # one row per model over its two seeds (the overrides they share are not part of the name)
+    groups = [line for line in table.splitlines() if line.startswith(("| single_dense | 2 |", "| softmax_mlp | 2 |"))]
+    assert len(groups) == 2 and "Welch's two-sided t-test" in table
+    assert len((sweep / "leaderboard.csv").read_text().splitlines()) == 5  # every run
 
-    rebuilt = subprocess.run([sys.executable, "-m", "digits_zoo.leaderboard", str(sweep / "0_single_dense"),
-                              str(sweep / "1_softmax_mlp"), "--out", str(tmp_path / "board")],
+    rebuilt = subprocess.run([sys.executable, "-m", "digits_zoo.leaderboard", *map(str, sorted(sweep.glob("[0-9]_*"))),
+                              "--out", str(tmp_path / "board")],
                              capture_output=True, text=True, cwd=ROOT)
     assert rebuilt.returncode == 0 and rebuilt.stdout == table
     assert (tmp_path / "board" / "leaderboard.csv").is_file()
@@ -62,3 +64,32 @@ def test_a_sweep_ends_with_a_leaderboard_and_the_command_rebuilds_it(tiny_data, 
     missing = subprocess.run([sys.executable, "-m", "digits_zoo.leaderboard", str(tmp_path / "nope")],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no such folder")
+
+
+def test_an_optuna_study_maximises_the_best_epochs_validation_accuracy(tiny_data, tmp_path):
+    import yaml
+
+    sweep = tmp_path / "study"
+    result = run_train("hparams_search=mlp_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
+                       f"data.data_dir={tiny_data}", "data.val_size=200", "debug=fast", f"hydra.sweep.dir={sweep}",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = [json.loads(path.read_text()) for path in sorted(sweep.glob("*/results.json"))]
+    assert len(trials) == 3
+    study = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert study["best_value"] == max(trial["best_val/acc"] for trial in trials)  # what train.py returned
+    assert set(study["best_params"]) == {"optimizer.lr", "data.batch_size", "model.kwargs.hidden"}
+    for run in sorted(sweep.glob("[0-9]*_flatten_mlp")):  # each trial trained what the study chose
+        chosen = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        assert f"model.kwargs.hidden={config['model']['kwargs']['hidden']}" in chosen
+        assert 1e-4 <= config["optimizer"]["lr"] <= 1e-2
+    assert "Best parameters" in result.stdout + result.stderr
+
+
+def test_a_study_without_a_validation_split_is_refused_in_one_line(tiny_data, tmp_path):
+    result = run_train("hparams_search=mlp_optuna", "hydra.sweeper.n_trials=1", f"data.data_dir={tiny_data}",
+                       "data.val_size=0", f"hydra.sweep.dir={tmp_path / 'study'}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # (and Optuna's own log)
+    assert line.startswith("error: optimized_metric=val/acc: a search maximises the best epoch's val/acc"), line

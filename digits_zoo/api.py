@@ -1,0 +1,83 @@
+"""`digits_zoo.fit`: a training run from Python (a notebook, a script), configured exactly as
+`python train.py` is.
+
+    run = digits_zoo.fit("lenet5", ["trainer.max_epochs=3"])
+    run.metrics["test/acc"], run.run_dir, run.module
+
+Hydra's compose API builds the configuration from `configs/` with the same overrides the command
+line takes, and Hydra's own `run_job` runs it, so the run folder holds what a `train.py` run leaves
+(`.hydra/`, `train.log`, checkpoints, pictures, `results.json`), claimed by the same run-folder guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.utils import run_job
+from hydra.types import HydraContext, RunMode
+from omegaconf import DictConfig, open_dict
+
+from digits_zoo.cli import user_message  # (also registers the configs' ${if_resume:...} resolver)
+from digits_zoo.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # train.py's, in the checkout
+
+
+@dataclass
+class Fit:
+    """What one run made: its results (as in `results.json`), the run folder and the live objects."""
+
+    metrics: dict
+    run_dir: Path
+    cfg: DictConfig
+    module: L.LightningModule
+    trainer: L.Trainer
+    datamodule: L.LightningDataModule
+
+
+def compose_train_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """`configs/train.yaml` with Hydra overrides, its `hydra` node included, as `train.py` composes it."""
+    if not (CONFIG_DIR / "train.yaml").is_file():
+        raise ConfigError(f"no {CONFIG_DIR / 'train.yaml'}: digits_zoo.fit needs the checkout's configs/ "
+                          "(install digits_zoo with pip install -e from a clone)")
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
+            return compose("train", overrides=list(overrides), return_hydra_config=True)
+    except Exception as error:  # an unknown option or key, bad override syntax: the command line's one line
+        message = user_message(error)
+        if message is None:
+            raise
+        raise ConfigError(message) from None
+
+
+def fit(model: str | None = None, overrides: Sequence[str] = ()) -> Fit:
+    """Train and test like `python train.py model=MODEL OVERRIDES...`, in this process.
+
+    `overrides` are Hydra overrides, e.g. `["trainer.max_epochs=3", "data.batch_size=128"]`; a
+    sweep (several values, an `hparams_search` preset) is for `python train.py -m`. Errors the
+    user can fix are raised as `digits_zoo.errors.DigitsZooError` with the command line's message.
+    """
+    from hydra._internal.callbacks import Callbacks  # what Hydra's own run calls; not exported
+
+    from digits_zoo.training import train
+
+    cfg = compose_train_config([*([f"model={model}"] if model else []), *overrides])
+    if cfg.hydra.mode == RunMode.MULTIRUN:  # (Hydra itself refuses a,b and range(...) without -m)
+        raise ConfigError("fit runs one job; for a sweep or an hparams_search preset use python train.py -m ...")
+    if cfg.get("lr_find"):
+        raise ConfigError("fit trains and tests; for the learning-rate range test use python train.py lr_find=true")
+    with open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.RUN
+    callbacks = Callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name="train")  # the run-folder guard claims the folder
+    job = run_job(task_function=train, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                  hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
+    callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
+    out = job.return_value  # (raises the run's exception, as Hydra's run does)
+    return Fit(metrics=out["metrics"], run_dir=Path(job.hydra_cfg.hydra.runtime.output_dir), cfg=job.cfg,
+               module=out["module"], trainer=out["trainer"], datamodule=out["datamodule"])
