@@ -7,6 +7,7 @@ A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end t
 
     weights                 the shipped weights, from digits_zoo/weights/manifest.json and the files
     leaderboard CSV         a leaderboard.csv that a sweep or `python -m digits_zoo.leaderboard` wrote
+    seeds CSV               the same, one row per group of seeds: mean, std, 95% CI, Welch's t-test
     config-groups           every config group under configs/ and its options, from their comments
     config-options          every plain option of train.yaml, data/mnist.yaml and trainer/default.yaml
 """
@@ -43,6 +44,10 @@ def weights_table() -> str:
 
 def leaderboard_table(csv_path: str) -> str:
     return leaderboard.markdown(leaderboard.read(ROOT / csv_path))
+
+
+def seeds_table(csv_path: str) -> str:
+    return leaderboard.summary_markdown(leaderboard.read(ROOT / csv_path))
 
 
 def first_sentence(path: Path) -> str:
@@ -104,7 +109,7 @@ def config_options_table() -> str:
     return table(["option", "default", "what it does"], rows)
 
 
-TABLES = {"weights": weights_table, "leaderboard": leaderboard_table,
+TABLES = {"weights": weights_table, "leaderboard": leaderboard_table, "seeds": seeds_table,
           "config-groups": config_groups_table, "config-options": config_options_table}
 
 
