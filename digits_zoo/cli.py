@@ -43,10 +43,15 @@ def _did_you_mean(word: str, choices) -> str:
     return f"did you mean {close[0]}? " if close else ""
 
 
+PLUGIN_EXTRAS = {"hydra/sweeper/optuna": "hparams"}  # Hydra plugins that an optional extra installs
+
+
 def _missing_option(error: MissingConfigException) -> str:
     group, _, option = (error.missing_cfg_file or "").rpartition("/")
     if not group or error.options is None:  # a missing primary config, not a group option
         return one_line(error).split(" Config search path:")[0]
+    if (extra := PLUGIN_EXTRAS.get(error.missing_cfg_file)) is not None:
+        return f"{group}={option} is a Hydra plugin that is not installed; pip install -e \".[{extra}]\""
     hint = _did_you_mean(option, error.options)
     return f"unknown {group}={option}; {hint}{group} options: {', '.join(error.options)}"
 

@@ -77,6 +77,16 @@ def test_configuration_mistakes(run_cli, overrides, expected):
     assert_one_line(*run_cli(*overrides), *expected)
 
 
+def test_a_search_without_the_optuna_sweeper_names_the_extra(run_cli, monkeypatch):
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # (registers the installed sweeper's config, which is then taken away)
+    monkeypatch.delitem(ConfigStore.instance().repo["hydra"]["sweeper"], "optuna.yaml")
+    assert_one_line(*run_cli("hparams_search=mlp_optuna"),
+                    'hydra/sweeper=optuna is a Hydra plugin that is not installed; pip install -e ".[hparams]"')
+
+
 def test_missing_data_folder_while_offline(run_cli, tmp_path, monkeypatch):
     # offline for certain: torchvision's download goes to a port that nothing listens on
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
