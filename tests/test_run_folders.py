@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,14 +113,21 @@ def test_a_resume_holds_the_claim_against_the_run_and_a_second_resume(tiny_data,
              f"+callbacks.pace.folder={marks}", "+callbacks.pace.seconds=0.05"]
     original = popen_train(tmp_path, "original", *paced)
     wait_for(marks / "epoch1-group0", lambda: original.poll() is None)
-    # while the run goes on, resuming it is refused
+    # while the run goes on, resuming it is refused (the run is held in its second epoch meanwhile:
+    # on a loaded machine it could otherwise finish before the resume starts)
+    (marks / "hold").touch()
     early = popen_train(tmp_path, "early", f"resume={run}")
     line = only_line(finish(early, tmp_path, "early"))
     assert early.returncode == 1 and f"{run} is in use by train.py, pid {original.pid} on" in line
     original.send_signal(signal.SIGKILL)  # stopped in epoch 2: last.ckpt holds epoch 1
     original.wait()
-    # two resumes at once: one continues the run, the other is refused
+    # two resumes at once: one continues the run, the other is refused; the one that gets the run
+    # is held at its first batch until the other has ended
     resumes = [popen_train(tmp_path, f"resume{i}", f"resume={run}") for i in range(2)]
+    deadline = time.monotonic() + 300
+    while all(process.poll() is None for process in resumes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (marks / "hold").unlink()
     errors = [finish(process, tmp_path, f"resume{i}") for i, process in enumerate(resumes)]
     assert sorted(process.returncode for process in resumes) == [0, 1], errors
     (refused,) = [error for error, process in zip(errors, resumes) if process.returncode == 1]
