@@ -70,11 +70,14 @@ def collect(folders: list[Path]) -> list[dict]:
     return sorted(rows, key=lambda r: -r["test/acc"])
 
 
+def markdown_table(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+
+
 def markdown(rows: list[dict]) -> str:
     """One line per run."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(show(r) for show in COLUMNS.values()) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(list(COLUMNS), [[show(r) for show in COLUMNS.values()] for r in rows])
 
 
 @dataclass
@@ -143,18 +146,17 @@ def summary_markdown(rows: list[dict]) -> str:
     ranked = groups(rows)
     header = ["model", "runs", "test accuracy (mean ± std)", "95% CI", "training seconds (mean)", "parameters",
               "epochs", "vs the next row"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells = []
     for group, below in zip(ranked, [*ranked[1:], None]):
         std, ci = group.std, group.ci95
-        cells = [group.name, str(len(group.rows)),
-                 _percent(group.mean) + (f" ± {100 * std:.2f}" if std is not None else ""),
-                 f"{_percent(ci[0])} to {_percent(ci[1])}" if ci else "",
-                 f"{statistics.fmean(r['train_seconds'] for r in group.rows):.1f}",
-                 f"{group.rows[0]['params']:,}", "/".join(sorted({str(r["epochs"]) for r in group.rows})),
-                 _versus(group, below)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + (
-        "\n\nRuns that differ only in their seed are one row. \"vs the next row\": Welch's two-sided t-test of "
+        cells.append([group.name, str(len(group.rows)),
+                      _percent(group.mean) + (f" ± {100 * std:.2f}" if std is not None else ""),
+                      f"{_percent(ci[0])} to {_percent(ci[1])}" if ci else "",
+                      f"{statistics.fmean(r['train_seconds'] for r in group.rows):.1f}",
+                      f"{group.rows[0]['params']:,}", "/".join(sorted({str(r["epochs"]) for r in group.rows})),
+                      _versus(group, below)])
+    return markdown_table(header, cells) + (
+        "\nRuns that differ only in their seed are one row. \"vs the next row\": Welch's two-sided t-test of "
         f"the test accuracies of this row and the next, a difference larger than seed noise where p < {SIGNIFICANCE} "
         "(each pair tested on its own, without a correction for multiple comparisons).\n")
 

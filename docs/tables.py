@@ -26,9 +26,7 @@ CONFIGS = ROOT / "configs"
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+)(?: (?P<argument>\S+))? -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+table = leaderboard.markdown_table
 
 
 def weights_table() -> str:
