@@ -77,6 +77,9 @@ def train(cfg: DictConfig) -> dict:
         cfg = resume.cfg
         log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
+    if cfg.trainer.get("limit_test_batches", 1) == 0:  # Lightning would skip trainer.test, which results.json reports
+        raise ConfigError("trainer.limit_test_batches=0 would skip the test that every run ends with (results.json and "
+                          "the leaderboard report it); keep it above 0, and compare recipes by best_val/acc")
     check_accelerator(cfg.trainer.get("accelerator"))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
