@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging, Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging, Timer, WeightAveraging
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -140,8 +140,14 @@ def train(cfg: DictConfig) -> dict:
         best, ranking = str(out_dir / "checkpoints" / "averaged.ckpt"), None
         trainer.save_checkpoint(best)
         log.info("StochasticWeightAveraging: testing its averaged weights, saved as %s", best)
+    # WeightAveraging (callbacks=ema) keeps its fit-time model, and through it a test would load the
+    # checkpoint's raw weights; without it the test loads the averaged ones, which were validated
+    averaging = [callback for callback in trainer.callbacks if isinstance(callback, WeightAveraging)]
+    trainer.callbacks = [callback for callback in trainer.callbacks if callback not in averaging]
     # the best checkpoint on val/acc; without validation, the final weights
-    with reporting_stops(trainer, out_dir):
+    with reporting_stops(trainer, out_dir), warnings.catch_warnings():
+        if averaging:  # (Lightning's advice to pass the callback that wrote the checkpoint)
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
         (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
                                        weights_only=True)
 

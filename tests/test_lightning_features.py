@@ -243,6 +243,10 @@ def test_ema_weight_averaging_matches_an_independent_average(make_cfg, tmp_path)
     for name, value in average.items():
         torch.testing.assert_close(saved[name], value, rtol=1e-5, atol=1e-6)
         assert not torch.allclose(saved[name], seen[-1][name])  # an average, not the last weights
+    # and the test read those averaged weights (Lightning's callback, left in, would load the raw ones)
+    tested = output["module"].model.state_dict()
+    for name, value in checkpoint_weights(output["metrics"]["best_checkpoint"]).items():
+        torch.testing.assert_close(tested[name], value)
 
 
 def test_lr_find_suggests_a_rate_inside_the_searched_range(make_cfg, tmp_path):
