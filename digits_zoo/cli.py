@@ -81,6 +81,8 @@ def user_message(error: BaseException) -> str | None:
                 return cause
         # Hydra's own messages end with a link or a search path listing: keep the first sentence
         return one_line(error).split(" See https://")[0].split(" Config search path:")[0]
+    if isinstance(error, ValueError) and "Config group override must be a string or a list. Got NoneType" in str(error):
+        return "a config group cannot be set to null on the command line (e.g. logger=null); drop it with ~GROUP (e.g. ~logger)"
     lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")  # (not imported: not raised)
     if lightning_errors and isinstance(error, lightning_errors.MisconfigurationException):
         return f"Lightning: {one_line(error)}"  # its own word for a setting it refuses

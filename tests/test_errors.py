@@ -64,6 +64,7 @@ def assert_one_line(code: int, stderr: str, *expected: str) -> None:
     (["data.batch_size=0"], ["data.batch_size must be a whole number of at least 1, got 0"]),
     (["trainer.max_epochs=0"], ["trainer.max_epochs must be a whole number of at least 1, got 0"]),
     (["trainer.max_epochs=null"], ["trainer.max_epochs must be a whole number of at least 1, got None"]),
+    (["logger=null"], ["a config group cannot be set to null on the command line", "~logger"]),
     (["+trainer.limit_test_batches=0"], ["trainer.limit_test_batches=0 would skip the test", "best_val/acc"]),
     (["optimizer.lr=0"], ["optimizer.lr must be a number above 0, got 0"]),
     (["optimizer.lr=-1e-3"], ["optimizer.lr must be a number above 0"]),
