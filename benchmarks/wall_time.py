@@ -3,8 +3,8 @@
     python benchmarks/wall_time.py --keras-python /tmp/tf/bin/python [--model flatten_mlp] [--repeats 3]
 
 Runs the two commands alternately (start-up, training and evaluation included) and prints each
-wall time, digits_zoo's training seconds from its results.json (the rest is start-up and test), and
-the medians; then digits_zoo's start-up in parts (imports, config composition, data loading), each
+wall time, digits_zoo's training seconds from its results.json (the rest is start-up and test), the
+medians and the median ratio digits_zoo / Keras of the alternations; then digits_zoo's start-up in parts (imports, config composition, data loading), each
 measured in a fresh interpreter. `--keras-python` is an interpreter with TensorFlow (see benchmarks/seed_keras.py);
 without it only digits_zoo is timed. Data come from DIGITS_ZOO_DATA_DIR.
 """
@@ -68,6 +68,9 @@ def main() -> None:
     print(f"median wall: digits_zoo {statistics.median(ours):.1f} s (training {statistics.median(fits):.1f} s, "
           f"start-up and test {statistics.median(o - f for o, f in zip(ours, fits)):.1f} s)"
           + (f", seed Keras {statistics.median(keras):.1f} s" if keras else ""))
+    if keras:  # each digits_zoo run against the Keras run after it: the machine's speed drifts
+        ratios = [o / k for o, k in zip(ours, keras)]
+        print(f"digits_zoo / seed Keras: median {statistics.median(ratios):.2f} (range {min(ratios):.2f} to {max(ratios):.2f})")
     subprocess.run([sys.executable, "-c", STARTUP], check=True)
 
 
