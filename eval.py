@@ -6,7 +6,7 @@ try:
     import hydra
     from omegaconf import DictConfig
 
-    from digits_zoo.cli import one_line_errors
+    from digits_zoo.cli import freeze_imports, one_line_errors
 except KeyboardInterrupt:  # Ctrl+C while Python imports torch
     print("stopped: SIGINT (Ctrl+C) before the evaluation started", file=sys.stderr)
     sys.exit(130)
@@ -16,7 +16,7 @@ except KeyboardInterrupt:  # Ctrl+C while Python imports torch
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
         from digits_zoo.evaluate import evaluate
-
+        freeze_imports()
         evaluate(cfg)
 
 

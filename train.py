@@ -6,7 +6,7 @@ try:
     import hydra
     from omegaconf import DictConfig
 
-    from digits_zoo.cli import one_line_errors  # (also registers the configs' ${if_resume:...} resolver)
+    from digits_zoo.cli import freeze_imports, one_line_errors  # (also registers the configs' ${if_resume:...} resolver)
 except KeyboardInterrupt:  # Ctrl+C in the first second or two, while Python imports torch
     print("stopped: SIGINT (Ctrl+C) before the run started", file=sys.stderr)
     sys.exit(130)
@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> float | None:
     such as hparams_search=mlp_optuna maximises."""
     with one_line_errors():
         from digits_zoo.training import train
-
+        freeze_imports()
         metrics = train(cfg).get("metrics")  # (lr_find=true trains nothing)
         return metrics and metrics["best_val/acc"]
 

@@ -10,6 +10,7 @@ bug and keeps its stack trace. DIGITS_ZOO_DEBUG=1 shows the stack trace of every
 from __future__ import annotations
 
 import difflib
+import gc
 import logging
 import os
 import sys
@@ -100,6 +101,15 @@ def _run_folder() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
+def freeze_imports() -> None:
+    """Once per process, before the first job creates anything: take what is alive now (mostly the
+    imported libraries, millions of objects that live as long as the process) out of the garbage
+    collector's walks (`gc.freeze`). Python's exit then takes about 0.3 s instead of 1.5 s here."""
+    if not gc.get_freeze_count():
+        gc.collect()
+        gc.freeze()
 
 
 @contextmanager
