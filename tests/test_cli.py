@@ -93,3 +93,12 @@ def test_a_study_without_a_validation_split_is_refused_in_one_line(tiny_data, tm
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # (and Optuna's own log)
     assert line.startswith("error: optimized_metric=val/acc: a search maximises the best epoch's val/acc"), line
+
+
+def test_freeze_imports_freezes_once_per_process():
+    # in a fresh interpreter: freezing the test process would keep its later garbage from collection
+    code = ("import gc; from digits_zoo.cli import freeze_imports; freeze_imports(); first = gc.get_freeze_count(); "
+            "junk = [[] for _ in range(1000)]; freeze_imports(); print(first, gc.get_freeze_count())")
+    first, second = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                            check=True).stdout.split())
+    assert first > 10_000 and second == first  # the imports frozen; the second call froze nothing more
