@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from digits_zoo.leaderboard import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from digits_zoo.leaderboard import markdown_table  # noqa: E402
 
 RECIPES = {  # name: (what it changes, train.py overrides)
     "fast-fp32": ("vgg_bn_fast: width 16, channels-last, 5 epochs, 32-bit", ["experiment=vgg_bn_fast"]),
@@ -45,9 +45,8 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="cpu_record_"))
     rows, summary = [], []
     for name in args.only or RECIPES:
-        runs = []
+        runs, (what, overrides) = [], RECIPES[name]
         for seed in args.seeds:
-            what, overrides = RECIPES[name]
             run_dir = out / f"{name}-seed{seed}"
             command = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
