@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 from digits_zoo.data import batches_per_epoch
 
@@ -37,16 +38,34 @@ class _CountBatches:
         return batch_idx + 1
 
 
+def epoch_label(trainer) -> str:
+    """"Epoch 3/5": counted from 1, as results.json, the plots and the checkpoints' names count."""
+    total = trainer.max_epochs
+    return f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")
+
+
 class BatchProgressBar(_CountBatches, TQDMProgressBar):
-    """Lightning's tqdm bar, counting batches."""
+    """Lightning's tqdm bar, counting batches and epochs from 1."""
 
     def __init__(self, refresh_rate: int = 20, leave: bool = False):
         super().__init__(refresh_rate=refresh_rate, leave=leave)
         self._shown = 0
 
     def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
+        # Lightning's, but for the description: its own would first print an "Epoch 0" frame into logs
+        self._epoch_start_step = trainer.global_step
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset(convert_inf(self.total_train_batches))
+        self.train_progress_bar.initial = 0
+        self.train_progress_bar.set_description(epoch_label(trainer))
         self._shown = 0
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # end the bars' line, so that the error: or stopped: line that follows starts a line of its own
+        for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar, self._predict_progress_bar):
+            if bar is not None and not bar.disable:
+                bar.close()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         done, bar = self.batches_done(trainer, batch_idx), self.train_progress_bar
@@ -58,7 +77,10 @@ class BatchProgressBar(_CountBatches, TQDMProgressBar):
 
 
 class RichBatchProgressBar(_CountBatches, RichProgressBar):
-    """Lightning's rich bar, counting batches."""
+    """Lightning's rich bar, counting batches and epochs from 1."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{epoch_label(self.trainer):{len(self.validation_description)}}"  # (padded as Lightning's)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if not self.is_disabled and self.train_progress_bar_id is None:

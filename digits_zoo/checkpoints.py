@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from fsspec.utils import get_protocol
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch import callbacks
 
 from digits_zoo.writes import write_atomically
 
@@ -37,3 +38,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None):
         return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)
+
+
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint with `{epoch}` in file names counted from 1, as the progress bar,
+    results.json and the plots count epochs (`best-epoch03.ckpt` holds the weights after the third)."""
+
+    def format_checkpoint_name(self, metrics: dict, filename: str | None = None, ver: int | None = None,
+                               prefix: str | None = None) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)

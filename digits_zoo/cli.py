@@ -87,6 +87,8 @@ def user_message(error: BaseException) -> str | None:
     lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")  # (not imported: not raised)
     if lightning_errors and isinstance(error, lightning_errors.MisconfigurationException):
         return f"Lightning: {one_line(error)}"  # its own word for a setting it refuses
+    if isinstance(error, ValueError) and _raised_by_lightning(error):  # its other word for one (val_check_interval, ...)
+        return f"Lightning: {one_line(error)}"
     if isinstance(error, OmegaConfBaseException):
         key = getattr(error, "full_key", None)
         return f"{key}: {str(error).splitlines()[0]}" if key else str(error).splitlines()[0]
@@ -94,6 +96,17 @@ def user_message(error: BaseException) -> str | None:
         return (f"cannot use {error.filename}: {error.strerror or one_line(error)} (check the path and its "
                 "permissions; a run's output folder is chosen with hydra.run.dir=DIR)")
     return None
+
+
+def _raised_by_lightning(error: BaseException) -> bool:
+    """Whether `error` was raised by Lightning's own code (its innermost frame is in its package)."""
+    lightning = sys.modules.get("lightning")
+    traceback = error.__traceback__
+    if lightning is None or traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return Path(traceback.tb_frame.f_code.co_filename).is_relative_to(Path(lightning.__file__).parent)
 
 
 def _run_folder() -> str | None:
@@ -112,6 +125,28 @@ def freeze_imports() -> None:
         gc.freeze()
 
 
+class LineTracker:
+    """A stream (sys.stdout) that remembers whether its last write left a line open: progress bars
+    end each frame with a carriage return, and a line printed after one would be glued to it."""
+
+    def __init__(self, stream):
+        self.stream, self.line_open = stream, False
+
+    def write(self, text: str) -> int:
+        if text:
+            self.line_open = not text.endswith("\n")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _end_open_line() -> None:
+    if getattr(sys.stdout, "line_open", False):
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """An error the user can fix ends the process with one `error: ...` line and exit code 1; a run
@@ -123,6 +158,9 @@ def one_line_errors() -> Iterator[None]:
     # a log line that cannot be written (train.log on a full disk) is dropped, not printed as a stack
     # trace; the run's own writes then end it with one line that says what could not be written
     logging.raiseExceptions = False
+    stdout = sys.stdout
+    if not isinstance(stdout, LineTracker):  # (where the progress bars draw)
+        sys.stdout = LineTracker(stdout)
     try:
         with sigterm_raises():
             yield
@@ -132,8 +170,11 @@ def one_line_errors() -> Iterator[None]:
         if message is None:
             raise
         if _first_process():  # under DDP every process meets it; the first one says so
+            _end_open_line()
             print(f"{'stopped' if isinstance(error, RunStopped) else 'error'}: {message}", file=sys.stderr)
         sys.exit(getattr(error, "exit_code", 1))
+    finally:
+        sys.stdout = stdout
 
 
 def _first_process() -> bool:

@@ -81,6 +81,8 @@ class DigitClassifier(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         if compile:
             self.model.compile()  # in place: the state dict keeps its plain keys
+        # one image, as every zoo model takes: Lightning's model summary counts FLOPs (and sizes) with it
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
         # Lightning's own loop, or grouped steps where they train the same: decided in setup()
         self._direct_steps = False
         num_classes = self.model.num_classes
@@ -219,7 +221,7 @@ class DigitClassifier(L.LightningModule):
         self._log_epoch("val")
         confusion = self._compute_and_reset("val_confusion")
         if not self.trainer.sanity_checking and self.trainer.is_global_zero and image_loggers(self.loggers):
-            figure = confusion_matrix_figure(confusion, "Validation confusion matrix")
+            figure = confusion_matrix_figure(confusion, "Validation confusion matrix", classes=self._class_names())
             log_figures(self.loggers, {"val/confusion_matrix": figure}, self.current_epoch)
 
     def on_test_epoch_end(self) -> None:
@@ -228,8 +230,14 @@ class DigitClassifier(L.LightningModule):
         # every process's (each tested its share): compute() gathers them, a collective
         self._mistakes = self._compute_and_reset("test_mistakes")
         if self.trainer.is_global_zero:
-            figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history, self._mistakes)
+            figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history, self._mistakes,
+                                     self._class_names())
             log_figures(self.loggers, {f"test/{name}": figure for name, figure in figures.items()}, self.global_step)
+
+    def _class_names(self) -> list[str] | None:
+        """The class names of the dataset the trainer's data module reads (None: not known)."""
+        dataset = getattr(self.trainer.datamodule, "dataset_cls", None)
+        return list(dataset.classes) if dataset is not None else None
 
     def _compute_and_reset(self, name: str) -> torch.Tensor | tuple[torch.Tensor, ...]:
         value = self.metrics[name].compute()

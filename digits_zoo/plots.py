@@ -16,8 +16,17 @@ def new_figure(width: float, height: float, layout: str | None = "constrained"):
     return Figure(figsize=(width, height), dpi=100, layout=layout)
 
 
-def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion matrix", normalize: bool = False):
-    """True digit on the rows, predicted digit on the columns; counts, or shares of each row."""
+def class_labels(classes: list[str] | None, n: int) -> tuple[str, list[str]]:
+    """What the classes are called on a plot ("digit", or "class" for another dataset) and each one's
+    label: 0-9 for digits (torchvision names MNIST's "0 - zero", ...), else the dataset's class names."""
+    if classes is None or all(name.startswith(str(i)) for i, name in enumerate(classes)):
+        return "digit", [str(i) for i in range(n)]
+    return "class", list(classes)
+
+
+def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion matrix", normalize: bool = False,
+                            classes: list[str] | None = None):
+    """True class on the rows, predicted class on the columns; counts, or shares of each row."""
     counts = confusion.cpu().double()
     n = counts.shape[0]
     accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
@@ -35,14 +44,17 @@ def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion mat
                 text = "0"
             ax.text(pred, true, text, ha="center", va="center", fontsize=7 if len(text) > 3 else 8,
                     color="white" if value > threshold else "black")
-    kind = " (share of each true digit)" if normalize else ""
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit",
+    noun, labels = class_labels(classes, n)
+    kind = f" (share of each true {noun})" if normalize else ""
+    ax.set(xticks=range(n), yticks=range(n), xlabel=f"predicted {noun}", ylabel=f"true {noun}",
            title=f"{title}{kind}, accuracy {100 * accuracy:.2f}%")
+    ax.set_xticklabels(labels, rotation=45 if noun == "class" else 0, ha="right" if noun == "class" else "center")
+    ax.set_yticklabels(labels)
     return fig
 
 
-def per_class_accuracy_figure(confusion: torch.Tensor):
-    """Share of each true digit classified right, with the overall accuracy as a line."""
+def per_class_accuracy_figure(confusion: torch.Tensor, classes: list[str] | None = None):
+    """Share of each true class classified right, with the overall accuracy as a line."""
     counts = confusion.cpu().double()
     per_class = counts.diag() / counts.sum(dim=1).clamp(min=1)
     overall = counts.diag().sum().item() / max(counts.sum().item(), 1)
@@ -52,8 +64,10 @@ def per_class_accuracy_figure(confusion: torch.Tensor):
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.axhline(100 * overall, color="tab:red", linestyle="--", linewidth=1, label=f"overall {100 * overall:.2f}%")
     low = max(0.0, 100 * per_class.min().item() - 5)
-    ax.set(xticks=range(len(per_class)), xlabel="true digit", ylabel="accuracy (%)", ylim=(low, 100.5),
-           title="Test accuracy per digit")
+    noun, labels = class_labels(classes, len(per_class))
+    ax.set(xticks=range(len(per_class)), xlabel=f"true {noun}", ylabel="accuracy (%)", ylim=(low, 100.5),
+           title=f"Test accuracy per {noun}")
+    ax.set_xticklabels(labels, rotation=45 if noun == "class" else 0, ha="right" if noun == "class" else "center")
     ax.legend(loc="lower right")
     return fig
 
@@ -75,7 +89,8 @@ def training_curves_figure(history: dict[int, dict[str, float]]):
     return fig
 
 
-def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, confidence: torch.Tensor):
+def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, confidence: torch.Tensor,
+                    classes: list[str] | None = None):
     """The test images the model got wrong most confidently, in a grid with their labels. One
     picture of all the tiles on one set of axes: a set of axes per tile took 0.5 s to lay out and draw."""
     count = len(images)
@@ -85,6 +100,7 @@ def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor
     band, gap = round(0.4 * height), round(0.2 * width)  # room for each tile's label, space between tiles
     cell_h, cell_w = height + band, width + gap
     mosaic = torch.zeros(rows * cell_h, columns * cell_w)
+    noun, labels = class_labels(classes, max([*true.tolist(), *pred.tolist(), 9]) + 1)
     fig = new_figure(max(1.7 * columns, 5.2), 1.95 * rows, layout=None)  # (at least the title's width)
     ax = fig.add_axes((0.01, 0.02, 0.98, 0.98 - 0.35 / (1.95 * rows)))  # above it: the title
     fig.suptitle("Most confident mistakes (true → predicted, confidence)", y=1 - 0.08 / rows)
@@ -93,7 +109,8 @@ def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor
         image = image.squeeze(0).float()
         image = (image - image.min()) / (image.max() - image.min()).clamp(min=1e-12)  # as imshow scales each image
         mosaic[top : top + height, left : left + width] = image
-        ax.text(left + width / 2, top - 1, f"{t} → {p}, {c:.2f}", ha="center", va="bottom", fontsize=9)
+        ax.text(left + width / 2, top - 1, f"{labels[t]} → {labels[p]}, {c:.2f}", ha="center", va="bottom",
+                fontsize=9 if noun == "digit" else 6)
     ax.imshow(mosaic.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if not count:
@@ -113,20 +130,22 @@ def save_figure(figure, path: Path) -> None:
     write_atomically(path, buffer.getbuffer())
 
 
-def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, mistakes: tuple) -> dict:
+def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, mistakes: tuple,
+                   classes: list[str] | None = None) -> dict:
     """Write the run folder's pictures (PNG) and the confusion matrix (CSV); returns the figures
     by name (e.g. for TensorBoard). `mistakes` is (score, images, true, pred) as
-    `digits_zoo.metrics.ConfidentMistakes` computes it: the rows that score -1 are right answers."""
+    `digits_zoo.metrics.ConfidentMistakes` computes it: the rows that score -1 are right answers.
+    `classes`: the dataset's class names (None: digits)."""
     score, images, true, pred = mistakes
     wrong = score >= 0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_confusion_csv(confusion, out_dir / "confusion_matrix.csv")
     figures = {
-        "confusion_matrix": confusion_matrix_figure(confusion, "Test confusion matrix"),
-        "confusion_matrix_normalized": confusion_matrix_figure(confusion, "Test confusion matrix", normalize=True),
-        "per_class_accuracy": per_class_accuracy_figure(confusion),
-        "mistakes": mistakes_figure(images[wrong], true[wrong], pred[wrong], score[wrong]),
+        "confusion_matrix": confusion_matrix_figure(confusion, "Test confusion matrix", classes=classes),
+        "confusion_matrix_normalized": confusion_matrix_figure(confusion, "Test confusion matrix", True, classes),
+        "per_class_accuracy": per_class_accuracy_figure(confusion, classes),
+        "mistakes": mistakes_figure(images[wrong], true[wrong], pred[wrong], score[wrong], classes),
     }
     if history:
         figures["training_curves"] = training_curves_figure(history)

@@ -29,9 +29,10 @@ class ResumeError(DigitsZooError):
 
 @dataclass(frozen=True)
 class Resume:
-    cfg: DictConfig  # the run's own configuration
+    cfg: DictConfig  # the run's own configuration (trainer.max_epochs: where its training ends)
     checkpoint: Path  # its last.ckpt
     epoch: int  # the last finished epoch, counted from 0 as Lightning does
+    stopped_early: bool = False  # an early-stopping callback ended its training (only its test is left)
 
 
 def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
@@ -50,12 +51,21 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
     if not checkpoint.is_file():
         raise ResumeError(f"resume={run}: no checkpoints/last.ckpt, which is written when an epoch ends, so "
                           "there is nothing to resume; train again without resume=")
-    epoch = _read(checkpoint, lambda path: torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    state = _read(checkpoint, lambda path: torch.load(path, map_location="cpu", weights_only=True))
     cfg = _read(config, OmegaConf.load)
     if Path(cfg.paths.output_dir).resolve() != folder.resolve():
         raise ResumeError(f"resume={run}: this run was made in {cfg.paths.output_dir}, and its configuration names "
                           "that folder for checkpoints and logs; move it back there to resume it")
-    return Resume(cfg, checkpoint, epoch)
+    epoch, stopped_early = state["epoch"], _stopped_early(state)
+    if stopped_early:  # Lightning would train on from the checkpoint: its training ended there
+        cfg.trainer.max_epochs = epoch + 1
+    return Resume(cfg, checkpoint, epoch, stopped_early)
+
+
+def _stopped_early(checkpoint: dict) -> bool:
+    """Whether an EarlyStopping callback (its state is in the checkpoint) had stopped the training."""
+    states = (checkpoint.get("callbacks") or {}).values()
+    return any(isinstance(s, dict) and (s.get("stopping_reason") or s.get("stopped_epoch")) for s in states)
 
 
 def _read(path: Path, read):

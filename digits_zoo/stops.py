@@ -131,6 +131,7 @@ class RunState:
     done: int | None = None
     total: int | None = None
     problem: str | None = None
+    stopped_early: bool = False  # training ended by early stopping, after epoch `done`
 
 
 def run_state(run_dir: str | Path) -> RunState:
@@ -144,7 +145,7 @@ def run_state(run_dir: str | Path) -> RunState:
         resume = load_resume(folder, check_overrides=False)  # what `resume=` will check
     except ResumeError as error:
         return RunState(folder, problem=str(error))
-    return RunState(folder, resume.epoch + 1, resume.cfg.trainer.max_epochs)
+    return RunState(folder, resume.epoch + 1, resume.cfg.trainer.max_epochs, stopped_early=resume.stopped_early)
 
 
 def how_to_go_on(state: RunState, finished: int | None = 0, fix: str = "") -> str:
@@ -162,6 +163,8 @@ def how_to_go_on(state: RunState, finished: int | None = 0, fix: str = "") -> st
         return f"no checkpoints/last.ckpt was written (callbacks.last_checkpoint), so it cannot be resumed: {restart}"
     done, total = state.done, state.total
     held = f"checkpoints/last.ckpt holds epoch{'s 1-' if done > 1 else ' '}{done} of {total}"
+    if state.stopped_early:
+        held = f"early stopping ended it after epoch {done}; checkpoints/last.ckpt holds that epoch"
     then = f"; {fix}, then" if fix else ", and"
     command = _command(state.folder)
     if done >= total:  # resume= then skips the training (Lightning: max_epochs reached) and tests

@@ -92,7 +92,7 @@ def test_a_disk_that_fills_in_epoch_2_ends_with_one_line_and_the_resume_finishes
     result = train_process(tiny_data, tmp_path, "disk/run", *KERAS)
     assert result.returncode == 1
     line = the_line(result.stderr)
-    match = re.fullmatch(rf"error: cannot write disk/run/checkpoints/(last|best-epoch01)\.ckpt: no space left on the "
+    match = re.fullmatch(rf"error: cannot write disk/run/checkpoints/(last|best-epoch02)\.ckpt: no space left on the "
                          rf"device {SIZES}; what was written before is whole, and checkpoints/last.ckpt holds epoch 1 "
                          r"of 3; free space, then the run goes on from there with: python train.py resume=disk/run",
                          line)
@@ -117,7 +117,7 @@ def test_a_disk_too_small_for_the_first_checkpoint_says_there_is_nothing_to_resu
     result = train_process(tiny_data, tmp_path, "disk/run", *KERAS)
     assert result.returncode == 1
     line = the_line(result.stderr)
-    assert re.fullmatch(rf"error: cannot write disk/run/checkpoints/best-epoch00\.ckpt: no space left on the device "
+    assert re.fullmatch(rf"error: cannot write disk/run/checkpoints/best-epoch01\.ckpt: no space left on the device "
                         rf"{SIZES}; what was written before is whole, and no checkpoints/last.ckpt was written, so "
                         r"there is nothing to resume: free space and start the run again", line), line
     assert leftovers(disk) == [] and not list((disk / "run" / "checkpoints").iterdir())

@@ -177,3 +177,27 @@ def test_the_debug_switch_shows_the_stack_trace(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so trainer=gpu is valid here")
 def test_trainer_gpu_without_a_gpu(run_cli):
     assert_one_line(*run_cli("trainer=gpu"), "trainer.accelerator=gpu, but torch sees no CUDA GPU here", "trainer=cpu")
+
+
+def test_a_setting_lightning_refuses_with_a_value_error_is_one_line(run_cli):
+    assert_one_line(*run_cli("+trainer.val_check_interval=100000"),
+                    "error: Lightning: `val_check_interval` (100000) must be less than or equal to the number of the "
+                    "training batches (32).")
+
+
+def test_a_value_error_from_our_own_code_keeps_its_stack_trace():
+    from digits_zoo.cli import user_message
+
+    try:
+        raise ValueError("a bug")
+    except ValueError as error:
+        assert user_message(error) is None
+
+
+def test_the_error_line_starts_a_line_of_its_own_after_a_progress_bar(tiny_data, tmp_path):
+    # (as in a log: python train.py ... > log 2>&1); the sanity check's bar has drawn before the error
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"data.data_dir={tiny_data}", "data.val_size=200",
+                             "+trainer.val_check_interval=100000", f"hydra.run.dir={tmp_path / 'run'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert result.returncode == 1 and "Sanity Checking" in result.stdout
+    assert "\nerror: Lightning: `val_check_interval`" in result.stdout

@@ -129,6 +129,22 @@ def test_a_signal_during_the_test_says_that_resuming_only_tests(tiny_data, tmp_p
     assert sorted(mark.name for mark in (tmp_path / "marks").iterdir()) == [f"test-batch{i}" for i in range(6)]
 
 
+def test_a_signal_during_the_test_of_an_early_stopped_run_says_that_resuming_only_tests(tiny_data, tmp_path):
+    # the tiny data set is learnt in the first epoch: with patience 1 early stopping ends the run early
+    run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=10",
+                              "callbacks=early_stopping", "callbacks.early_stopping.patience=1")
+    epochs = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] + 1
+    assert code == 143 and epochs < 10
+    assert line == (f"stopped: SIGTERM during the test; training had finished (early stopping ended it after epoch "
+                    f"{epochs}; checkpoints/last.ckpt holds that epoch), and python train.py resume=run runs the test "
+                    "and writes results.json without training again")
+
+    resumed = run_command(line, cwd=tmp_path)  # (Lightning alone would train on from the checkpoint)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "results.json").read_text())["epochs"] == epochs
+    assert not (tmp_path / "marks" / f"epoch{epochs}-batch0").exists()
+
+
 class SigtermIn(L.Callback):
     """Sends this process SIGTERM in `setup` of the fit (before Lightning has its own handler) or in the
     last batch of the test (where Lightning no longer stops early)."""

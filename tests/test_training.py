@@ -6,7 +6,9 @@ import pytest
 import torch
 from matplotlib.image import imread
 
+from digits_zoo.callbacks import BatchProgressBar
 from digits_zoo.module import DigitClassifier
+from digits_zoo.plots import confusion_matrix_figure, mistakes_figure, per_class_accuracy_figure
 from digits_zoo.training import train
 
 
@@ -28,6 +30,47 @@ def test_results_json_holds_the_test_metrics(run):
     assert results["test/acc"] == output["metrics"]["test/acc"] > 0.9  # the synthetic digits are easy
     assert results["test/loss"] > 0 and results["train_seconds"] > 0
     assert results["best_checkpoint"].endswith(".ckpt") and 0 < results["best_val/acc"] <= 1
+
+
+def test_epochs_are_counted_from_1_in_checkpoint_names_and_the_progress_bar(run, capsys):
+    _, out = run
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_checkpoint"].endswith(f"/best-epoch{results['best_epoch']:02d}.ckpt")
+    bar = BatchProgressBar()
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, callbacks=[bar])
+    trainer.fit_loop.epoch_progress.current.completed = 1  # the second epoch starts
+    bar.setup(trainer, None, "fit")
+    bar.on_train_start(trainer)
+    bar.on_train_epoch_start(trainer)
+    assert bar.train_progress_bar.desc == "Epoch 2/2: "
+
+
+def test_plots_name_the_classes_of_a_dataset_that_is_not_digits():
+    from torchvision.datasets import FashionMNIST, MNIST
+
+    confusion = torch.eye(10, dtype=torch.long) * 5
+    digits = confusion_matrix_figure(confusion, classes=MNIST.classes).axes[0]
+    assert (digits.get_xlabel(), digits.get_ylabel()) == ("predicted digit", "true digit")
+    assert [t.get_text() for t in digits.get_xticklabels()] == [str(i) for i in range(10)]
+    clothes = confusion_matrix_figure(confusion, classes=FashionMNIST.classes).axes[0]
+    assert (clothes.get_xlabel(), clothes.get_ylabel()) == ("predicted class", "true class")
+    assert [t.get_text() for t in clothes.get_yticklabels()] == FashionMNIST.classes
+    accuracy = per_class_accuracy_figure(confusion, FashionMNIST.classes).axes[0]
+    assert accuracy.get_xlabel() == "true class" and accuracy.get_title() == "Test accuracy per class"
+    mistakes = mistakes_figure(torch.rand(1, 1, 28, 28), torch.tensor([9]), torch.tensor([7]), torch.tensor([0.9]),
+                               FashionMNIST.classes)
+    assert [t.get_text() for t in mistakes.axes[0].texts] == ["Ankle boot → Sneaker, 0.90"]
+
+
+def test_a_run_on_another_dataset_draws_its_class_names(tmp_path, monkeypatch):
+    from tests.conftest import compose_tiny_run
+    from tests.idx import write_dataset
+
+    drawn = {}
+    monkeypatch.setattr("digits_zoo.module.save_run_plots", lambda *args: drawn.setdefault("classes", args[-1]) and {})
+    data = write_dataset(tmp_path / "data", name="FashionMNIST")
+    train(compose_tiny_run(data, tmp_path / "run", "data=fashion_mnist", "trainer.max_epochs=1"))
+    assert drawn["classes"][9] == "Ankle boot"
 
 
 def test_run_folder_holds_config_checkpoints_and_per_epoch_metrics(run):
