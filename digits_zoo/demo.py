@@ -44,7 +44,7 @@ class Choice:
 def shipped_models() -> dict[str, Choice]:
     """Every model whose trained weights ship with digits_zoo, by name."""
     return {
-        name: Choice(f"{name} ({100 * entry['test_acc']:.2f}% on MNIST test)", load_trained(name))
+        name: Choice(f"{name} ({100 * entry['test_acc']:.2f}% on {entry['dataset']} test)", load_trained(name))
         for name, entry in manifest().items()
     }
 
@@ -53,16 +53,22 @@ def checkpoint_models(sources: list[str]) -> dict[str, Choice]:
     """The models of checkpoints or run folders, by the path given."""
     choices = {}
     for source in sources:
-        choices[source] = Choice(f"{source} (checkpoint)", load_trained(source))
+        trained = load_trained(source)
+        of = "" if trained.dataset == "MNIST" else f", {trained.dataset}"  # a model that reads no digits says so
+        choices[source] = Choice(f"{source} (checkpoint{of})", trained)
     return choices
 
 
 def read_drawing(trained: Trained, picture: bytes) -> dict:
-    """The model's reading of an encoded picture: digit, all probabilities, and the 28x28 it saw."""
+    """The model's reading of an encoded picture: the class (index as `digit`, its name as `class`,
+    what the page shows as `label`), all probabilities, and the 28x28 it saw."""
     digit = prepare_image(picture, max_pixels=MAX_PIXELS)
     scores = trained.probabilities(to_tensor([digit]))[0]
+    top = int(scores.argmax())
     return {
-        "digit": int(scores.argmax()),
+        "digit": top,
+        "class": trained.classes[top],
+        "label": trained.label(top),
         "probabilities": [round(float(p), 4) for p in scores],
         "activation": trained.network.output_activation,
         "input": png_data_url(digit),

@@ -1,10 +1,12 @@
 """`evaluate(cfg)`: test a trained model without training. `eval.py` is its Hydra entry point.
 
-    python eval.py model_source=SOURCE [data=fashion_mnist] [trainer=gpu] [logger=tensorboard]
+    python eval.py model_source=SOURCE [data=NAME [allow_other_dataset=true]] [trainer=gpu] [logger=tensorboard]
 
 SOURCE is what `predict --model` takes: a checkpoint, a run folder or a shipped model's name. The
-test images are prepared as the model's were in training (standardised with the mean and std its
-checkpoint recorded, where they were). The run folder gets `results.json` and the test's pictures
+test set is that of the dataset the model was trained on (its checkpoint's or manifest's record); a
+`data=` that names another is refused unless `allow_other_dataset=true`. The test images are
+prepared as the model's were in training (standardised with the mean and std its checkpoint
+recorded, where they were). The run folder gets `results.json` and the test's pictures
 (confusion matrices, per-digit accuracy, most confident mistakes; no training curves: nothing is
 trained), and the summary is printed.
 """
@@ -16,8 +18,9 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.callbacks import progress_bar
 from digits_zoo.errors import ConfigError
@@ -28,17 +31,44 @@ from digits_zoo.writes import write_text_atomically
 
 log = logging.getLogger(__name__)
 SUMMARY = ("model", "source", "dataset", "test images", "test accuracy", "test loss")
+TAKES = ("model_source", "data", "trainer", "logger", "allow_other_dataset", "seed", "paths")  # configs/eval.yaml's
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse what eval.py would silently ignore: a key or config group outside configs/eval.yaml's
+    (`+model=lenet5` would otherwise exit 0 having evaluated model_source's model)."""
+    groups = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    added = [group for group in groups if not group.startswith("hydra/") and group not in TAKES]
+    added += [key for key in cfg if key not in TAKES and key not in added]
+    if added:
+        hint = " (the model is model_source's: a shipped model's name, a run folder or a checkpoint)" if "model" in added else ""
+        raise ConfigError(f"eval.py does not use {', '.join(added)}{hint}; it takes model_source, data=, trainer=, logger=, "
+                          "allow_other_dataset, seed (see python eval.py --help)")
+
+
+def datamodule_for(cfg: DictConfig, trained):
+    """The data module of the test set: the model's own dataset unless `cfg.data` names one, read
+    as the model's inputs were in training (whatever data.standardize says), with no hold-out."""
+    settings = OmegaConf.to_container(cfg.data, resolve=True)
+    dataset = settings.get("dataset") or trained.dataset
+    if dataset != trained.dataset and not cfg.get("allow_other_dataset"):
+        raise ConfigError(f"{cfg.model_source} was trained on {trained.dataset}, not {dataset}; drop data= to test it on "
+                          f"{trained.dataset}, or add allow_other_dataset=true to test it on {dataset} anyway")
+    settings = {**settings, "_target_": "digits_zoo.data.MNISTDataModule", "dataset": dataset, "standardize": False,
+                "normalization": trained.normalization, "val_size": 0, "train_size": None}
+    return instantiate(settings)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Test `cfg.model_source` on `cfg.data`'s test set; returns {"metrics", "trainer", "module"}."""
+    """Test `cfg.model_source` on the test set of its own dataset (or, with `allow_other_dataset`,
+    of `cfg.data`'s); returns {"metrics", "trainer", "module"}."""
+    check_keys(cfg)
     tidy_lightning_logging()
     check_accelerator(cfg.trainer.get("accelerator"))
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
     trained = load_trained(cfg.model_source)
-    # the test images as the model's were in training, whatever data.standardize says; no hold-out
-    datamodule = instantiate(cfg.data, standardize=False, normalization=trained.normalization, val_size=0, train_size=None)
+    datamodule = datamodule_for(cfg, trained)
     if trained.network.num_classes != datamodule.num_classes:
         raise ConfigError(f"{cfg.model_source} classifies {trained.network.num_classes} classes and "
                           f"{datamodule.dataset_cls.__name__} has {datamodule.num_classes}; choose a dataset it was trained for")
@@ -51,7 +81,8 @@ def evaluate(cfg: DictConfig) -> dict:
     results = {
         "model": trained.name,
         "source": str(cfg.model_source),
-        "dataset": datamodule.dataset_cls.__name__,
+        "dataset": datamodule.dataset_cls.__name__,  # the test set's
+        "trained_on": trained.dataset,
         "test_images": len(datamodule.splits["test"][1]),
         "test/acc": metrics["test/acc"],
         "test/loss": metrics["test/loss"],
@@ -59,7 +90,8 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     if trainer.is_global_zero:
         write_text_atomically(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-        row = [results["model"], results["source"], results["dataset"], f"{results['test_images']:,}",
+        dataset = results["dataset"] + ("" if results["dataset"] == trained.dataset else f" (trained on {trained.dataset})")
+        row = [results["model"], results["source"], dataset, f"{results['test_images']:,}",
                f"{100 * results['test/acc']:.2f}%", f"{results['test/loss']:.4f}"]
         table = "| " + " | ".join(SUMMARY) + " |\n|" + "---|" * len(SUMMARY) + "\n| " + " | ".join(row) + " |\n"
         log.info("Evaluation\n\n%s\nrun folder: %s", table, out_dir)

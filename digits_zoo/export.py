@@ -5,10 +5,11 @@
 SOURCE is what `predict --model` takes: a checkpoint, a run folder or a shipped model's name. The
 file takes `images`, (N, 1, 28, 28) float32 pixels / 255 in [0, 1], for any N, and returns `logits`
 (N, classes); a model trained on standardised inputs has its mean and std inside the graph, and
-the model's name, classes and output activation are in the file's metadata. Before the file is
-moved to its place, onnxruntime runs it on the MNIST test images (where they are on disk; else on
-seeded random images) and its logits must agree with torch's within `ATOL + RTOL * |logit|` and
-give the same digit for every image; otherwise nothing is written and the exit code is 1.
+the model's name, dataset, classes and output activation are in the file's metadata. Before the
+file is moved to its place, onnxruntime runs it on the test images of the model's own dataset
+(where they are on disk; else on seeded random images) and its logits must agree with torch's
+within `ATOL + RTOL * |logit|` and give the same class for every image; otherwise nothing is
+written and the exit code is 1.
 Needs the `export` extra: pip install -e ".[export]".
 """
 
@@ -28,25 +29,25 @@ from torch import nn
 from digits_zoo.errors import DigitsZooError, one_line
 
 ATOL, RTOL = 1e-4, 1e-4  # float32 through another runtime: sums in another order
-CHECK_IMAGES = 10_000  # the whole MNIST test set, or this many random images
+CHECK_IMAGES = 10_000  # the whole test set
 
 
 class ExportError(DigitsZooError):
     """The export could not be made or does not agree with torch."""
 
 
-def check_images(data_dir: str | Path | None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """The MNIST test images in [0, 1] and their labels where they are on disk, else seeded random
-    images (and no labels)."""
+def check_images(data_dir: str | Path | None, dataset: str = "MNIST") -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The test images of `dataset` (the model's own) in [0, 1] and their labels where they are on
+    disk, else seeded random images (and no labels)."""
     from digits_zoo.data import MNISTDataModule
 
     try:
-        data = MNISTDataModule(data_dir, download=False, val_size=0)
+        data = MNISTDataModule(data_dir, dataset=dataset, download=False, val_size=0)
         data.setup()
     except DigitsZooError:  # no data on disk: the check still runs, on images nobody drew
         return torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0)), None, "1,000 random images"
     images, labels = (t[:CHECK_IMAGES] for t in data.splits["test"])
-    return images, labels, f"the {len(images):,} MNIST test images"
+    return images, labels, f"the {len(images):,} {dataset} test images"
 
 
 def onnx_export(network: nn.Module, path: Path) -> None:
@@ -76,8 +77,8 @@ def add_metadata(path: Path, metadata: dict[str, str]) -> None:
 
 def parity(path: Path, network: nn.Module, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
     """onnxruntime's logits against torch's on `images`: the largest difference, whether every
-    logit is within tolerance, how many predicted digits are the same, and with `labels` the
-    accuracy of each."""
+    logit is within tolerance, how many predicted classes are the same (`same_digits`), and with
+    `labels` the accuracy of each."""
     try:
         import onnxruntime
     except ImportError:
@@ -114,19 +115,21 @@ def export(source: str, out: Path | None = None, data_dir: str | Path | None = N
     try:
         onnx_export(network, temporary)
         add_metadata(temporary, {"digits_zoo.model": trained.name, "digits_zoo.source": str(source),
+                                 "digits_zoo.dataset": trained.dataset,
                                  "digits_zoo.output_activation": trained.network.output_activation,
                                  "digits_zoo.classes": json.dumps(trained.classes),
                                  "digits_zoo.input": "images (N, 1, 28, 28) float32, pixels / 255 in [0, 1]"})
-        images, labels, what = check_images(data_dir)
+        images, labels, what = check_images(data_dir, trained.dataset)
         check = parity(temporary, network, images, labels)
         if not (check["within_tolerance"] and check["same_digits"] == check["images"]):
             raise ExportError(f"onnxruntime disagrees with torch on {what}: largest logit difference "
-                              f"{check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), the same digit "
+                              f"{check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), the same class "
                               f"for {check['same_digits']:,} of {check['images']:,}; nothing was written")
         temporary.replace(out)
     finally:
         temporary.unlink(missing_ok=True)
-    return {**check, "file": str(out), "bytes": out.stat().st_size, "checked_on": what, "name": trained.name}
+    return {**check, "file": str(out), "bytes": out.stat().st_size, "checked_on": what, "name": trained.name,
+            "dataset": trained.dataset}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="a checkpoint, a run folder, or a shipped model's name (e.g. vgg_bn)")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default: onnx)")
     parser.add_argument("--out", type=Path, help="the file to write (default: <model>.onnx here)")
-    parser.add_argument("--data-dir", help="the folder with MNIST/raw for the check (default: $DIGITS_ZOO_DATA_DIR or ./data)")
+    parser.add_argument("--data-dir", help="the folder with the model's dataset (MNIST/raw, FashionMNIST/raw) for the check "
+                        "(default: $DIGITS_ZOO_DATA_DIR or ./data)")
     args = parser.parse_args(argv)
     try:
         check = export(args.source, args.out, args.data_dir)
@@ -143,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {check['file']} ({check['bytes'] / 1e6:.2f} MB); onnxruntime against torch on {check['checked_on']}: "
           f"largest logit difference {check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), "
-          f"the same digit for all {check['images']:,}")
+          f"the same class for all {check['images']:,}")
     if "onnxruntime_acc" in check:
-        print(f"test accuracy: {100 * check['onnxruntime_acc']:.2f}% under onnxruntime, {100 * check['torch_acc']:.2f}% under torch")
+        print(f"{check['dataset']} test accuracy: {100 * check['onnxruntime_acc']:.2f}% under onnxruntime, "
+              f"{100 * check['torch_acc']:.2f}% under torch")
     return 0
 
 

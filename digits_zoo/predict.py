@@ -41,13 +41,19 @@ class Standardize(torch.nn.Module):
 @dataclass(frozen=True)
 class Trained:
     """A trained network with what it was trained for: its name, its classes, its DigitClassifier
-    settings (`hparams`) and how its inputs were prepared (`normalization`: (mean, std) or None)."""
+    settings (`hparams`), how its inputs were prepared (`normalization`: (mean, std) or None) and
+    the dataset it was trained on (torchvision's class name: "MNIST", "FashionMNIST")."""
 
     network: torch.nn.Module  # in eval mode, on the CPU
     name: str
     classes: list[str]
     hparams: dict
     normalization: tuple[float, float] | None = None
+    dataset: str = "MNIST"
+
+    def label(self, index: int) -> str:
+        """How a person reads class `index`: the digit itself for MNIST, else the class's name."""
+        return str(index) if self.dataset == "MNIST" else self.classes[index]
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) pixels / 255 -> what the network was trained on."""
@@ -82,7 +88,7 @@ def load_trained(source: str | Path) -> Trained:
         info = pretrained_info(str(source))
         network = create_model(str(source), pretrained=True).eval()
         normalization = (info["input"]["mean"], info["input"]["std"]) if info["input"]["mean"] is not None else None
-        return Trained(network, str(source), info["classes"], {"model": str(source)}, normalization)
+        return Trained(network, str(source), info["classes"], {"model": str(source)}, normalization, info["dataset"])
     from digits_zoo.module import DigitClassifier  # imports Lightning: only for checkpoints
 
     checkpoint = resolve_checkpoint(source)
@@ -95,7 +101,7 @@ def load_trained(source: str | Path) -> Trained:
     except Exception as error:  # pickle, zip, key and type errors alike: not a usable checkpoint
         raise WeightsError(f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
     classes = list(getattr(torchvision.datasets, dataset).classes)
-    return Trained(module.model.eval(), module.hparams.model, classes, dict(module.hparams), normalization)
+    return Trained(module.model.eval(), module.hparams.model, classes, dict(module.hparams), normalization, dataset)
 
 
 def load_model(source: str | Path) -> torch.nn.Module:
@@ -113,14 +119,17 @@ def probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def predict(trained: Trained, images: torch.Tensor) -> list[dict]:
-    """For each (1, 28, 28) image of pixels / 255: the digit, its probability and the top three."""
+    """For each (1, 28, 28) image of pixels / 255: the class (its index as `digit`, and its
+    `class` name in the model's dataset), its probability and the top three."""
     scores = trained.probabilities(images)
     top = scores.topk(min(3, scores.shape[1]), dim=1)
     return [
         {
             "digit": int(digits[0]),
+            "class": trained.classes[int(digits[0])],
             "probability": round(float(values[0]), 6),
-            "top3": [{"digit": int(d), "probability": round(float(p), 6)} for d, p in zip(digits, values)],
+            "top3": [{"digit": int(d), "class": trained.classes[int(d)], "probability": round(float(p), 6)}
+                     for d, p in zip(digits, values)],
         }
         for values, digits in zip(top.values, top.indices)
     ]
@@ -136,9 +145,9 @@ def _save_name(file: str, used: set[str]) -> str:
     return name
 
 
-def _format(result: dict) -> str:
-    top = ", ".join(f"{t['digit']}: {t['probability']:.3f}" for t in result["top3"])
-    return f"{result['file']}: {result['digit']} (probability {result['probability']:.3f})   top 3: {top}"
+def _format(result: dict, trained: Trained) -> str:
+    top = ", ".join(f"{trained.label(t['digit'])}: {t['probability']:.3f}" for t in result["top3"])
+    return f"{result['file']}: {trained.label(result['digit'])} (probability {result['probability']:.3f})   top 3: {top}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -161,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.model is None:
         args.model = strongest_shipped()
-        print(f"model: {args.model}, the strongest shipped model ({100 * pretrained_info(args.model)['test_acc']:.2f}% "
-              "on the MNIST test set); choose another with --model", file=sys.stderr)
+        info = pretrained_info(args.model)
+        print(f"model: {args.model}, the strongest shipped model ({100 * info['test_acc']:.2f}% "
+              f"on the {info['dataset']} test set); choose another with --model", file=sys.stderr)
     try:
         trained = load_trained(args.model)
         if args.save_input:
@@ -196,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
     elif good:
         if model.output_activation == "sigmoid":
-            print("probabilities: sigmoid outputs, one per digit, scored independently (they need not sum to 1)")
+            kind = "digit" if trained.dataset == "MNIST" else "class"
+            print(f"probabilities: sigmoid outputs, one per {kind}, scored independently (they need not sum to 1)")
         else:
             print(f"probabilities: {model.output_activation} outputs")
         for result in results:
             if "error" not in result:  # errors were already reported on stderr
-                print(_format(result))
+                print(_format(result, trained))
     return 1 if len(good) < len(results) else 0
 
 

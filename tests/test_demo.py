@@ -21,10 +21,11 @@ pytest.importorskip("fastapi", reason="the demo extra is not installed: pip inst
 pytest.importorskip("httpx2", reason="FastAPI's TestClient needs httpx2: pip install -e '.[dev]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from digits_zoo.demo import MAX_BODY, checkpoint_models, create_app, main, shipped_models  # noqa: E402
+from digits_zoo.demo import MAX_BODY, checkpoint_models, create_app, main, read_drawing, shipped_models  # noqa: E402
 from digits_zoo.predict import main as predict_main  # noqa: E402
 from digits_zoo.weights import manifest  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
+from tests.test_evaluate import fashion_run  # noqa: E402, F401  (a fixture)
 from tests.test_predict import save_checkpoint  # noqa: E402
 
 SEVEN = [[(60, 50), (220, 50), (110, 240)]]
@@ -93,6 +94,7 @@ def test_a_drawing_is_read_exactly_as_the_predict_command_reads_it(client, check
         assert response.status_code == 200, response.text
         reading = response.json()
         assert reading["digit"] == command["digit"] and reading["activation"] == command["activation"]
+        assert reading["class"] == command["class"] and reading["label"] == str(command["digit"])  # a digit reads as itself
         assert len(reading["probabilities"]) == 10
         assert max(reading["probabilities"]) == pytest.approx(command["probability"], abs=1e-4)
         for top in command["top3"]:
@@ -101,6 +103,16 @@ def test_a_drawing_is_read_exactly_as_the_predict_command_reads_it(client, check
             assert np.array_equal(decode_data_url(reading["input"]), np.asarray(seen))
     if model == "lenet5":  # a trained model reads them right; the checkpoint saw one training step
         assert [command["digit"] for command in expected] == [7, 0]
+
+
+def test_a_clothing_model_is_offered_and_read_with_its_class_names(fashion_run):
+    import torchvision
+
+    run = str(fashion_run[0])
+    choice = checkpoint_models([run])[run]
+    assert choice.label == f"{run} (checkpoint, FashionMNIST)"
+    reading = read_drawing(choice.trained, canvas_png(SEVEN))
+    assert reading["label"] == reading["class"] == torchvision.datasets.FashionMNIST.classes[reading["digit"]]
 
 
 def _chunks(size: int):

@@ -7,10 +7,24 @@ import sys
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from digits_zoo.evaluate import evaluate
+from digits_zoo.evaluate import TAKES, evaluate
 from digits_zoo.weights import manifest
-from tests.conftest import CONFIGS, ROOT
+from tests.conftest import CONFIGS, ROOT, compose_tiny_run
+from tests.idx import write_dataset
+
+
+@pytest.fixture(scope="session")
+def fashion_run(tmp_path_factory) -> tuple:
+    """(run folder, data root): a short run on a tiny FashionMNIST (250 test images) in a data root
+    that also holds a tiny MNIST (300), so that which test set was read shows in the count."""
+    from digits_zoo.training import train
+
+    data = write_dataset(write_dataset(tmp_path_factory.mktemp("both")), n_test=250, name="FashionMNIST")
+    run = tmp_path_factory.mktemp("fashion") / "run"
+    train(compose_tiny_run(data, run, "data=fashion_mnist", "trainer.max_epochs=1"))
+    return run, data
 
 
 def eval_cfg(source, data_dir, output_dir, *overrides):
@@ -59,6 +73,70 @@ def test_eval_py_without_a_source_says_what_to_give(tmp_path):
                             capture_output=True, text=True)
     (line,) = result.stderr.strip().splitlines()
     assert result.returncode == 1 and line.startswith("error: ") and "model_source" in line
+
+
+def test_without_data_a_model_is_tested_on_the_dataset_it_was_trained_on(fashion_run, tmp_path):
+    run, data = fashion_run
+    metrics = evaluate(eval_cfg(run, data, tmp_path))["metrics"]
+    trained = json.loads((run / "results.json").read_text())
+    assert (metrics["dataset"], metrics["trained_on"], metrics["test_images"]) == ("FashionMNIST", "FashionMNIST", 250)
+    assert (metrics["test/acc"], metrics["test/loss"]) == (trained["test/acc"], trained["test/loss"])
+
+
+@pytest.mark.parametrize("model, data, trained_on, other", [
+    ("fashion", "data=mnist", "FashionMNIST", "MNIST"),
+    ("single_dense", "data=fashion_mnist", "MNIST", "FashionMNIST"),  # a shipped digits model on clothing
+    ("single_dense", "data.dataset=FashionMNIST", "MNIST", "FashionMNIST"),
+])
+def test_a_data_other_than_the_models_dataset_is_refused_in_one_line(model, data, trained_on, other, fashion_run, tmp_path):
+    run, root = fashion_run
+    source = run if model == "fashion" else model
+    out = tmp_path / "eval"
+    result = subprocess.run([sys.executable, "eval.py", f"model_source={source}", data, f"data.data_dir={root}",
+                             "data.download=false", f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"error: {source} was trained on {trained_on}, not {other}; drop data= to test it on {trained_on}, "
+        f"or add allow_other_dataset=true to test it on {other} anyway"]
+    assert not (out / "results.json").exists()
+
+
+def test_allow_other_dataset_tests_there_and_records_both_datasets(fashion_run, tmp_path):
+    run, data = fashion_run
+    metrics = evaluate(eval_cfg(run, data, tmp_path, "data=mnist", "allow_other_dataset=true"))["metrics"]
+    assert (metrics["dataset"], metrics["trained_on"], metrics["test_images"]) == ("MNIST", "FashionMNIST", 300)
+    assert json.loads((tmp_path / "results.json").read_text())["trained_on"] == "FashionMNIST"
+
+
+@pytest.mark.parametrize("override, named", [
+    ("+model=lenet5", "model (the model is model_source's"),
+    ("+experiment=seed_parity", "experiment, loss, optimizer;"),
+    ("+foo=1", "foo;"),
+])
+def test_a_key_eval_does_not_use_is_refused_in_one_line(override, named, tiny_data, tmp_path):
+    out = tmp_path / "eval"
+    result = subprocess.run([sys.executable, "eval.py", "model_source=single_dense", override, f"data.data_dir={tiny_data}",
+                             "data.download=false", f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True)
+    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and line.startswith(f"error: eval.py does not use {named}")
+    assert "it takes model_source, data=, trainer=, logger=, allow_other_dataset, seed" in line
+    assert not (out / "results.json").exists()
+
+
+def test_help_lists_only_the_groups_eval_takes():
+    result = subprocess.run([sys.executable, "eval.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    section = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0]: line for line in section.splitlines() if ": " in line}
+    assert sorted(listed) == ["data", "logger", "trainer"]
+    for group, line in listed.items():  # the template's lists are those of configs/
+        options = sorted(path.stem for path in (CONFIGS / group).glob("*.yaml"))
+        assert line.split("   (")[0] == f"{group}: {', '.join(options)}"
+
+
+def test_takes_is_what_eval_yaml_defines():
+    eval_yaml = OmegaConf.load(CONFIGS / "eval.yaml")
+    groups = [next(iter(item)) for item in eval_yaml.defaults if item != "_self_"]
+    assert sorted(TAKES) == sorted({*groups, *(key for key in eval_yaml if key not in ("defaults", "hydra"))})
 
 
 @pytest.mark.real_data

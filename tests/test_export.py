@@ -14,6 +14,7 @@ from digits_zoo import list_models
 from digits_zoo.export import export, main
 from digits_zoo.predict import load_trained
 from digits_zoo.weights import manifest
+from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
 
 
 def run_onnx(path, images: torch.Tensor) -> np.ndarray:
@@ -35,6 +36,7 @@ def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name,
         np.testing.assert_allclose(run_onnx(out, images), network(images).detach().numpy(), atol=1e-4, rtol=1e-4)
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert meta["digits_zoo.model"] == name and meta["digits_zoo.output_activation"] == network.output_activation
+    assert meta["digits_zoo.dataset"] == "MNIST"
     assert len(json.loads(meta["digits_zoo.classes"])) == 10
 
 
@@ -46,6 +48,17 @@ def test_a_standardized_run_exports_with_its_normalization_inside(standardized_r
     pixels = torch.rand(5, 1, 28, 28)  # what people give the file: pixels / 255
     expected = trained.network((pixels - mean) / std).detach().numpy()
     np.testing.assert_allclose(run_onnx(out, pixels), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_fashion_run_is_checked_on_its_own_test_images_and_says_which(fashion_run, tmp_path, capsys):
+    run, data = fashion_run
+    out = tmp_path / "fashion.onnx"
+    assert main([str(run), "--out", str(out), "--data-dir", str(data)]) == 0
+    wrote, accuracy = capsys.readouterr().out.strip().splitlines()
+    assert "onnxruntime against torch on the 250 FashionMNIST test images" in wrote  # not MNIST's 300
+    assert accuracy.startswith("FashionMNIST test accuracy: ")
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["digits_zoo.dataset"] == "FashionMNIST" and json.loads(meta["digits_zoo.classes"])[0] == "T-shirt/top"
 
 
 def test_a_disagreeing_export_is_refused_and_what_was_there_is_kept(tiny_data, tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image, ImageDraw
 
 from digits_zoo.data import MNISTDataModule
@@ -22,6 +23,7 @@ from digits_zoo.module import DigitClassifier
 from digits_zoo.predict import load_model, load_trained, main, resolve_checkpoint
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
 from tests.conftest import ROOT
+from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
 
 STROKES = [(400, 80), (520, 80), (450, 330)]  # a "7", well off the centre of a 640x480 canvas
 
@@ -156,7 +158,8 @@ def test_json_is_all_of_stdout_with_a_result_or_an_error_per_file(checkpoint, pi
     results = json.loads(out)  # the whole of stdout
     assert [r["file"] for r in results] == files
     for good in results[:2]:
-        assert set(good) == {"file", "digit", "probability", "top3", "activation"} and good["activation"] == "sigmoid"
+        assert set(good) == {"file", "digit", "class", "probability", "top3", "activation"} and good["activation"] == "sigmoid"
+        assert good["class"] == torchvision.datasets.MNIST.classes[good["digit"]]  # e.g. "7 - seven"
         assert good["digit"] == good["top3"][0]["digit"] and good["probability"] == good["top3"][0]["probability"]
         assert len(good["top3"]) == 3 and len({t["digit"] for t in good["top3"]}) == 3
         probabilities = [t["probability"] for t in good["top3"]]
@@ -222,6 +225,20 @@ def test_without_a_model_the_strongest_shipped_one_reads_and_says_so(pictures, c
     assert captured.err == ("model: vgg_bn, the strongest shipped model (99.69% on the MNIST test set); "
                             "choose another with --model\n")
     assert json.loads(captured.out)[0]["activation"] == "softmax"
+
+
+def test_a_clothing_model_names_its_classes_not_digits(fashion_run, pictures, capsys):
+    classes = torchvision.datasets.FashionMNIST.classes
+    run, _ = fashion_run
+    assert load_trained(run).dataset == "FashionMNIST"
+    assert main([str(pictures["seven.png"]), "--model", str(run)]) == 0
+    probabilities, line = capsys.readouterr().out.strip().splitlines()
+    read, top = line.removeprefix(f"{pictures['seven.png']}: ").split(" (probability ")[0], line.split("top 3: ")[1]
+    assert read in classes and all(entry.rsplit(": ", 1)[0] in classes for entry in top.split(", "))
+    assert main([str(pictures["seven.png"]), "--model", str(run), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["class"] == classes[result["digit"]] and result["class"] == read
+    assert [t["class"] for t in result["top3"]] == [classes[t["digit"]] for t in result["top3"]]
 
 
 @pytest.mark.parametrize("source", ["missing.ckpt", "not_a_checkpoint.ckpt", "empty_folder"])
