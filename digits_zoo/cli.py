@@ -13,6 +13,7 @@ import difflib
 import gc
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,9 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, HydraException):
         if isinstance(error.__cause__, (ConfigKeyError, ConfigAttributeError)) and "not in struct" in str(error.__cause__):
             return _unknown_key(error.__cause__)
+        if match := re.match(r"Could not override '([\w/]+)'\. No match in the defaults list", str(error)):
+            return (f"{match[1]}= is not a config group of this command (eval.py takes a model only as model_source=); "
+                    "--help lists the groups it takes")
         if isinstance(error, InstantiationException) and error.__cause__ is not None:
             cause = user_message(error.__cause__)  # e.g. a ConfigError raised by the data module
             if cause is not None:

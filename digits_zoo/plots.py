@@ -126,7 +126,10 @@ def write_confusion_csv(confusion: torch.Tensor, path: Path) -> None:
 def save_figure(figure, path: Path) -> None:
     """`figure` as a PNG file, written atomically (a full disk leaves no half-written picture)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    # its titles also as the PNG's Title: what the picture says (its accuracy, say) can be read back
+    titles = [figure.get_suptitle()] if figure.get_suptitle() else []
+    titles += [ax.get_title() for ax in figure.axes if ax.get_title()]
+    figure.savefig(buffer, format="png", metadata={"Title": " | ".join(titles)})
     write_atomically(path, buffer.getbuffer())
 
 

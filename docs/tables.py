@@ -3,6 +3,11 @@
     python docs/tables.py                # rewrite every generated table in README.md and docs/*.md
     python docs/tables.py --check [FILE ...]   # exit 1 naming each table that differs from its source
 
+A number in the prose is generated too where a comment right after it names its source,
+`99.69%<!-- = manifest:vgg_bn:test_acc -->`: `manifest:MODEL:KEY` (the shipped weights' records) or
+`measured:NAME:KEY` (docs/results/measured.json, which `python docs/measure.py` writes by running the
+documented commands); it keeps its shape (a percentage, and its number of decimals).
+
 A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end table -->`:
 
     weights                 the shipped weights, from digits_zoo/weights/manifest.json and the files
@@ -111,9 +116,41 @@ TABLES = {"weights": weights_table, "leaderboard": leaderboard_table, "seeds": s
           "config-groups": config_groups_table, "config-options": config_options_table}
 
 
+VALUE = re.compile(r"(?P<value>\d[\d.]*%?)(?P<comment><!-- = (?P<source>\S+) -->)")
+
+
+def source_value(source: str, where: str) -> float:
+    """The number a `manifest:MODEL:KEY` or `measured:NAME:KEY` source names."""
+    import json
+
+    from digits_zoo.weights import manifest
+
+    kind, _, path = source.partition(":")
+    name, _, key = path.partition(":")
+    records = {"manifest": manifest, "measured": lambda: json.loads((ROOT / "docs/results/measured.json").read_text())}
+    try:
+        return float(records[kind]()[name][key])
+    except (KeyError, ValueError):
+        raise SystemExit(f"error: {where}: no number at {source} (manifest:MODEL:KEY or measured:NAME:KEY)") from None
+
+
+def formatted(value: float, like: str) -> str:
+    """`value` in the shape of `like`: a percentage of a fraction, or a plain number, with as many decimals."""
+    decimals = len(like.rstrip("%").partition(".")[2])
+    return f"{100 * value:.{decimals}f}%" if like.endswith("%") else f"{value:.{decimals}f}"
+
+
 def regenerate(text: str, where: str) -> tuple[str, list[str]]:
-    """The text with every generated table made anew, and the names of those that changed."""
+    """The text with every generated table and value made anew, and the names of those that changed."""
     changed = []
+
+    def value(match: re.Match) -> str:
+        new = formatted(source_value(match["source"], where), match["value"])
+        if new != match["value"]:
+            changed.append(f"value {match['source']} ({match['value']} -> {new})")
+        return new + match["comment"]
+
+    text = VALUE.sub(value, text)
 
     def make(match: re.Match) -> str:
         name, argument = match["name"], match["argument"]
@@ -121,7 +158,7 @@ def regenerate(text: str, where: str) -> tuple[str, list[str]]:
             raise SystemExit(f"error: {where}: unknown table {name!r}; known: {', '.join(TABLES)}")
         body = TABLES[name](argument) if argument else TABLES[name]()
         if body != match["body"]:
-            changed.append(name)
+            changed.append(f"table {name}")
         return match[1] + body + match[5]
 
     return BLOCK.sub(make, text), changed
@@ -137,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         text = path.read_text()
         new, changed = regenerate(text, str(path))
-        stale += [f"{path}: table {name}" for name in changed]
+        stale += [f"{path}: {name}" for name in changed]
         if changed and not args.check:
             path.write_text(new)
             print(f"rewrote {path}: {', '.join(changed)}")

@@ -126,6 +126,16 @@ def shown_probabilities(page) -> list[float]:
     return page.eval_on_selector_all(".fill", "bars => bars.map(bar => parseFloat(bar.style.height) / 100)")
 
 
+def save_with_title(png: bytes, title: str, path: Path) -> None:
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", title)
+    Image.open(io.BytesIO(png)).save(path, pnginfo=info)
+
+
 def test_the_demo_listens_on_this_machine_only_by_default(demo_url):
     assert demo_url.startswith("http://127.0.0.1:")
 
@@ -140,8 +150,9 @@ def test_digits_drawn_with_the_mouse_are_read(open_page, tmp_path):
     assert max(probabilities) == probabilities[7] > 0.5
     assert page.eval_on_selector("#seen", "image => [image.naturalWidth, image.naturalHeight]") == [28, 28]
     page.screenshot(path=tmp_path / "demo.png")
-    if os.environ.get("DIGITS_ZOO_DEMO_SCREENSHOT"):
-        page.screenshot(path=os.environ["DIGITS_ZOO_DEMO_SCREENSHOT"])
+    if os.environ.get("DIGITS_ZOO_DEMO_SCREENSHOT"):  # with the model it shows as the PNG's Title (tests/test_docs.py)
+        save_with_title(page.screenshot(), page.eval_on_selector("#model", "menu => menu.selectedOptions[0].text"),
+                        Path(os.environ["DIGITS_ZOO_DEMO_SCREENSHOT"]))
 
     page.click("#clear")
     assert reading(page) == "\u2013" and max(shown_probabilities(page)) == 0

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
 import shlex
@@ -253,3 +254,19 @@ def test_a_percentage_in_a_commands_comment_is_what_it_prints(block, command, co
     output = run_command(command, places, real_data_dir)
     for number in re.findall(r"\d+\.\d+%", comment):
         assert number in output, f"{block}: {command} states {number}; it printed:\n{output}"
+
+
+# the numbers the docs quote from docs/results/measured.json (docs/tables.py generates them): the quick
+# commands are run again here and must give the same test accuracy (training on the CPU is deterministic)
+spec = importlib.util.spec_from_file_location("measure", ROOT / "docs" / "measure.py")
+measure = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(measure)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", measure.QUICK)
+def test_a_measured_result_the_docs_quote_is_what_its_command_gives(name, real_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITS_ZOO_DATA_DIR", str(real_data_dir))
+    recorded = measure.measured()[name]
+    assert recorded["command"] == measure.COMMANDS[name]
+    assert f"{100 * measure.run(name, tmp_path / 'run')['test/acc']:.2f}%" == f"{100 * recorded['test/acc']:.2f}%"

@@ -1,5 +1,6 @@
 """The docs cannot drift: generated tables equal their sources, and every relative link resolves."""
 
+import json
 import re
 import subprocess
 import sys
@@ -84,3 +85,37 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
 
 def test_the_readme_is_a_five_minute_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_a_stale_number_in_the_prose_is_found_and_made_anew(tmp_path):
+    from digits_zoo.weights import pretrained_info
+
+    page = tmp_path / "page.md"
+    page.write_text("vgg_bn reads 99.60%<!-- = manifest:vgg_bn:test_acc --> of the test set.\n")
+    result = tables("--check", str(page))
+    assert result.returncode == 1 and "value manifest:vgg_bn:test_acc (99.60% -> " in result.stderr
+    assert tables(str(page)).returncode == 0 and tables("--check", str(page)).returncode == 0
+    shown = f"{100 * pretrained_info('vgg_bn')['test_acc']:.2f}%"
+    assert page.read_text() == f"vgg_bn reads {shown}<!-- = manifest:vgg_bn:test_acc --> of the test set.\n"
+
+
+def test_the_run_pictures_in_the_docs_are_those_of_the_measured_run():
+    # docs/measure.py copies them from the run whose accuracy docs/results/measured.json records; each
+    # picture's PNG Title holds what it says (plots.save_figure)
+    from PIL import Image
+
+    measured = json.loads((ROOT / "docs" / "results" / "measured.json").read_text())["flatten_mlp"]
+    accuracy = f"accuracy {100 * measured['test/acc']:.2f}%"
+    for name in ("confusion_matrix", "confusion_matrix_normalized"):
+        assert accuracy in Image.open(ROOT / "docs" / "images" / f"{name}.png").text["Title"], name
+
+
+def test_the_demo_picture_shows_the_shipped_model_as_it_is():
+    # made by DIGITS_ZOO_DEMO_SCREENSHOT=docs/images/demo.png pytest tests/test_demo_browser.py, which
+    # writes the model menu's text as the PNG's Title
+    from PIL import Image
+
+    from digits_zoo.weights import pretrained_info
+
+    shown = Image.open(ROOT / "docs" / "images" / "demo.png").text["Title"]
+    assert shown == f"vgg_bn ({100 * pretrained_info('vgg_bn')['test_acc']:.2f}% on MNIST test)"
