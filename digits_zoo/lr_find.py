@@ -5,9 +5,10 @@ one optimiser step each (Lightning's own loop), while raising the learning rate 
 `max_lr` exponentially. The weights are restored afterwards; nothing is trained.
 
 The curve kept here is each step's own loss at the rate it was taken with (`step_losses`), and
-the suggestion is a tenth of the rate where its centred mean is lowest (`suggest`). Lightning's
-own curve is an exponential average that trails the rate, and its own suggestion (the steepest
-fall against the rate itself, not its logarithm) picks rates far too low for these models: see
+the suggestion is the rate where its centred mean falls fastest against the rate's logarithm
+(`suggest`). Lightning's own curve is an exponential average that trails the rate, and its own
+suggestion (the steepest fall against the rate itself, not its logarithm) picks rates far too low
+for these models: see
 docs/training.md and benchmarks/lr_find_check.py for what each trains to.
 """
 
@@ -52,14 +53,22 @@ def smooth(losses, half: int = HALF_WINDOW) -> list[float]:
 
 
 def suggest(lrs, losses) -> float | None:
-    """A tenth of the rate where the smoothed loss is lowest (two significant digits), over the
-    points before the loss stopped being a number; None with too few of them."""
+    """The rate where the smoothed loss falls fastest against the rate's logarithm, before its
+    lowest point (two significant digits), over the points before the loss stopped being a
+    number; None with too few of them."""
     finite = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), len(losses))
     if finite < 2 * HALF_WINDOW + 1:
         return None
     curve = smooth(list(losses[:finite]))
     lowest = min(range(finite), key=curve.__getitem__)
-    return float(f"{lrs[lowest] / 10:.2g}")
+    logs = [math.log(lr) for lr in lrs[:finite]]
+    # central differences (one-sided at the ends) against log(rate): equal steps on the plot's axis
+    slopes = [(curve[min(i + 1, lowest)] - curve[max(i - 1, 0)]) / (logs[min(i + 1, lowest)] - logs[max(i - 1, 0)])
+              for i in range(lowest)]
+    if not slopes:  # lowest at the first point: the loss never fell
+        return None
+    steepest = min(range(lowest), key=slopes.__getitem__)
+    return float(f"{lrs[steepest]:.2g}")
 
 
 def curve_figure(lrs, losses, suggestion: float | None, model_name: str):
@@ -76,7 +85,7 @@ def curve_figure(lrs, losses, suggestion: float | None, model_name: str):
     if suggestion is not None:
         at = np.interp(math.log(suggestion), np.log(lrs), curve)
         ax.plot([suggestion], [at], marker="o", markersize=8, color="red", linestyle="none",
-                label=f"suggested: a tenth of the lowest, {suggestion:.2g}")
+                label=f"suggested (steepest fall): {suggestion:.2g}")
     ax.set_xscale("log")
     ax.set_ylim(0, 2 * max(curve[0], 0.1))  # the diverging end would flatten the rest
     ax.set_xlabel("Learning rate")
@@ -104,8 +113,8 @@ def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningM
             log.info("Learning-rate range test: no suggestion from %d points (the loss diverged too early); "
                      "see %s and lower lr_find_range.max_lr", points, out_dir / "lr_find.png")
         else:
-            log.info("Learning-rate range test over %d steps: suggested optimizer.lr=%.2g, a tenth of the rate at "
-                     "the lowest loss (curve: %s); train with: python train.py model=%s optimizer.lr=%.2g",
+            log.info("Learning-rate range test over %d steps: suggested optimizer.lr=%.2g, where the loss falls "
+                     "fastest (curve: %s); train with: python train.py model=%s optimizer.lr=%.2g",
                      points, suggestion, out_dir / "lr_find.png", cfg.model.name, suggestion)
     return {"lr_find": {"suggestion": suggestion, "points": points}, "trainer": trainer,
             "module": module, "datamodule": datamodule}
