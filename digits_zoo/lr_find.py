@@ -8,8 +8,7 @@ The curve kept here is each step's own loss at the rate it was taken with (`step
 the suggestion is the rate where its centred mean falls fastest against the rate's logarithm
 (`suggest`). Lightning's own curve is an exponential average that trails the rate, and its own
 suggestion (the steepest fall against the rate itself, not its logarithm) picks rates far too low
-for these models: see
-docs/training.md and benchmarks/lr_find_check.py for what each trains to.
+for these models: see docs/training.md and benchmarks/lr_find_check.py for what each trains to.
 """
 
 from __future__ import annotations
@@ -110,8 +109,8 @@ def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningM
         write_csv_atomically(out_dir / "lr_find.csv", [["lr", "loss", "smoothed"], *zip(lrs, losses, smooth(losses))])
         save_figure(curve_figure(lrs, losses, suggestion, cfg.model.name), out_dir / "lr_find.png")
         if suggestion is None:
-            log.info("Learning-rate range test: no suggestion from %d points (the loss diverged too early); "
-                     "see %s and lower lr_find_range.max_lr", points, out_dir / "lr_find.png")
+            log.info("Learning-rate range test: no suggestion from %d points (the loss never fell, or it "
+                     "diverged too early); see %s and widen lr_find_range", points, out_dir / "lr_find.png")
         else:
             log.info("Learning-rate range test over %d steps: suggested optimizer.lr=%.2g, where the loss falls "
                      "fastest (curve: %s); train with: python train.py model=%s optimizer.lr=%.2g",
