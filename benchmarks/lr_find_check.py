@@ -7,35 +7,45 @@ For each model (default: flatten_mlp lenet5 vgg_bn): the range test (`lr_find=tr
 at the suggested rate as printed (`optimizer.lr=SUGGESTED`) and one at `optimizer.lr=1e-3`,
 everything else the default config (5 epochs, seed 42, the official test set). Prints a table:
 model, suggestion, test accuracy at it and at 1e-3, and their difference in points. Run it by
-hand (vgg_bn takes about 5-8 minutes per run on a 2-core CPU); each run's folder is temporary.
+hand (vgg_bn takes about 5-8 minutes per run on an idle 2-core CPU); every step is `python train.py` in
+its own process, as a user runs it; each run's folder is temporary.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from digits_zoo.lr_find import suggest
 
-from digits_zoo.training import train
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("flatten_mlp", "lenet5", "vgg_bn")
 DEFAULT_LR = 1e-3
 
 
-def run(out_dir: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return train(compose("train", overrides=[f"paths.output_dir={out_dir}", *overrides]))
+def train_py(run_dir: Path, *overrides: str) -> Path:
+    """`python train.py OVERRIDES`, each in its own process as a user runs it; its run folder."""
+    subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    return run_dir
+
+
+def test_accuracy(run_dir: Path) -> float:
+    return json.loads((run_dir / "results.json").read_text())["test/acc"]
 
 
 def check(model: str, work: Path) -> tuple[float | None, float | None, float]:
-    suggestion = run(work / f"{model}_lr_find", f"model={model}", "lr_find=true")["lr_find"]["suggestion"]
+    curve = list(csv.DictReader(open(train_py(work / f"{model}_lr_find", f"model={model}", "lr_find=true") / "lr_find.csv")))
+    # the rate the range test printed (the rule applied to the curve it wrote)
+    suggestion = suggest([float(row["lr"]) for row in curve], [float(row["loss"]) for row in curve])
     suggested = None
-    if suggestion is not None:  # the rate as printed (two significant digits)
-        suggested = run(work / f"{model}_suggested", f"model={model}", f"optimizer.lr={suggestion:.2g}")["metrics"]["test/acc"]
-    default = run(work / f"{model}_default", f"model={model}", f"optimizer.lr={DEFAULT_LR}")["metrics"]["test/acc"]
+    if suggestion is not None:
+        suggested = test_accuracy(train_py(work / f"{model}_suggested", f"model={model}", f"optimizer.lr={suggestion:.2g}"))
+    default = test_accuracy(train_py(work / f"{model}_default", f"model={model}", f"optimizer.lr={DEFAULT_LR}"))
     print(f"{model}: suggested {suggestion}, test/acc {suggested} (at {DEFAULT_LR}: {default})", flush=True)
     return suggestion, suggested, default
 
