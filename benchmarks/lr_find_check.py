@@ -42,10 +42,12 @@ def check(model: str, work: Path) -> tuple[float | None, float | None, float]:
     curve = list(csv.DictReader(open(train_py(work / f"{model}_lr_find", f"model={model}", "lr_find=true") / "lr_find.csv")))
     # the rate the range test printed (the rule applied to the curve it wrote)
     suggestion = suggest([float(row["lr"]) for row in curve], [float(row["loss"]) for row in curve])
-    suggested = None
-    if suggestion is not None:
-        suggested = test_accuracy(train_py(work / f"{model}_suggested", f"model={model}", f"optimizer.lr={suggestion:.2g}"))
     default = test_accuracy(train_py(work / f"{model}_default", f"model={model}", f"optimizer.lr={DEFAULT_LR}"))
+    suggested = None
+    if suggestion is not None and suggestion == float(f"{DEFAULT_LR:.2g}"):
+        suggested = default  # the same command: training is deterministic
+    elif suggestion is not None:
+        suggested = test_accuracy(train_py(work / f"{model}_suggested", f"model={model}", f"optimizer.lr={suggestion:.2g}"))
     print(f"{model}: suggested {suggestion}, test/acc {suggested} (at {DEFAULT_LR}: {default})", flush=True)
     return suggestion, suggested, default
 
