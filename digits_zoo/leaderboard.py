@@ -67,12 +67,16 @@ def _short(override: str) -> str:
         return override
 
 
-def _overrides(run: Path) -> list[str]:
-    """The run's command-line overrides (`.hydra/overrides.yaml`) but its seed, model and data folder."""
+def _override_lines(run: Path) -> list[str]:
+    """The run's command-line overrides, exactly as `.hydra/overrides.yaml` holds them."""
     path = run / ".hydra" / "overrides.yaml"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return sorted(_short(line[2:]) for line in lines if line.startswith("- ")
-                  and not line[2:].lstrip("+~").startswith(("seed=", "model=", "data.data_dir=")))
+    return [line[2:] for line in path.read_text().splitlines() if line.startswith("- ")] if path.is_file() else []
+
+
+def _overrides(run: Path) -> list[str]:
+    """The run's command-line overrides but its seed, model and data folder, as a person reads them."""
+    return sorted(_short(o) for o in _override_lines(run)
+                  if not o.lstrip("+~").startswith(("seed=", "model=", "data.data_dir=")))
 
 
 def _natural(path: Path) -> list:
@@ -251,7 +255,8 @@ def report(rows: list[dict]) -> str:
     if evaluations:
         table = markdown_table(list(EVALUATION_COLUMNS), [[show(r) for show in EVALUATION_COLUMNS.values()]
                                                           for r in evaluations])
-        text += (text and "\n") + f"Evaluations by eval.py (tested, not trained: not ranked with training runs):\n\n{table}"
+        text += (text and "\n") + ("Evaluations by eval.py (tested, not trained: not ranked with training runs):"
+                                    f"\n\n{table}")
     other = [r["run"] for r in rows if kind(r) == "other"]
     if other:
         text += (text and "\n") + (f"Skipped {len(other)} results.json written by neither train.py nor eval.py: "
@@ -300,8 +305,8 @@ def chosen_trial(sweep_dir: Path, rows: list[dict]) -> str:
         return ""
     chosen = max(trials, key=lambda r: r["best_val/acc"])  # rows are in the order the trials ran
     metrics = chosen_test(chosen)
-    record = {"run": chosen["run"], "overrides": _overrides(Path(chosen["run"])), "best_val/acc": chosen["best_val/acc"],
-              "test/acc": metrics["test/acc"], "test/loss": metrics["test/loss"]}
+    record = {"run": chosen["run"], "overrides": _override_lines(Path(chosen["run"])),
+              "best_val/acc": chosen["best_val/acc"], "test/acc": metrics["test/acc"], "test/loss": metrics["test/loss"]}
     (sweep_dir / "chosen_trial.json").write_text(json.dumps(record, indent=2) + "\n")
     text = (f"\nThe chosen trial, best by validation ({_percent(chosen['best_val/acc'])}): {chosen['group']}, "
             f"{chosen['run']}\nTest accuracy of the chosen trial, read once after the search: "

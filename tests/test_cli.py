@@ -93,6 +93,7 @@ def test_an_optuna_study_maximises_the_best_epochs_validation_accuracy(tiny_data
     assert len(list(sweep.glob("*/confusion_matrix.csv"))) == 1  # the chosen trial's, from its test
     chosen = json.loads((sweep / "chosen_trial.json").read_text())
     assert chosen["best_val/acc"] == study["best_value"]
+    assert chosen["overrides"] == yaml.safe_load((Path(chosen["run"]) / ".hydra" / "overrides.yaml").read_text())  # exact
     assert (sweep / "leaderboard.md").read_text() in result.stdout
     best = [line for line in result.stdout.splitlines() if line.startswith("| flatten_mlp ")][0]
     assert f"| {100 * study['best_value']:.2f}% | not run |" in best
