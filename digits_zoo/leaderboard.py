@@ -4,6 +4,10 @@
 
 Reads every `results.json` at or below the given folders and prints a Markdown table sorted by test
 accuracy; with `--out` it writes it as `leaderboard.md`, and every run as `leaderboard.csv`.
+Only like is ranked with like: runs on different datasets get a table each; the trials of a search
+(`hparams_search=...`, never tested) are ranked by their best validation accuracy; the evaluations
+of `eval.py` (tested, not trained) are listed apart. At the end of a search, the leaderboard callback
+tests the trial chosen by validation, once.
 
 Runs that differ only in their seed form a group (the same model and the same other overrides).
 Where a group has several runs, the table shows each group once: the mean and standard deviation of
@@ -18,6 +22,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -25,18 +30,31 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+
+def _show(key: str, form: str = "{}", missing: str = ""):
+    """A column: the entry `key` of a results.json in `form`, or `missing` where it has none."""
+    return lambda r: missing if r.get(key) in (None, "") else form.format(r[key])
+
+
 COLUMNS = {  # header: how to show a results.json entry
     "model": lambda r: r.get("group") or r["model"],
-    "parameters": lambda r: f"{r['params']:,}",
-    "epochs": lambda r: str(r["epochs"]),
-    "test accuracy": lambda r: f"{100 * r['test/acc']:.2f}%",
-    "test loss": lambda r: f"{r['test/loss']:.4f}",
-    "training seconds": lambda r: f"{r['train_seconds']:.1f}",
-    "best epoch": lambda r: str(r.get("best_epoch", "")),
-    "seed": lambda r: str(r.get("seed", "")),
+    "parameters": _show("params", "{:,}"),
+    "epochs": _show("epochs"),
+    "best val accuracy": _show("best_val/acc", "{:.2%}"),
+    "test accuracy": _show("test/acc", "{:.2%}", "not run"),
+    "test loss": _show("test/loss", "{:.4f}"),
+    "training seconds": _show("train_seconds", "{:.1f}"),
+    "best epoch": _show("best_epoch"),
+    "seed": _show("seed"),
 }
-FIELDS = {"model": str, "group": str, "seed": int, "params": int, "epochs": int, "test/acc": float,  # leaderboard.csv
-          "test/loss": float, "train_seconds": float, "best_epoch": int, "run": str}
+EVALUATION_COLUMNS = {  # a results.json of eval.py
+    "model": _show("model"), "source": _show("source"), "dataset": _show("dataset"),
+    "test images": _show("test_images", "{:,}"), "test accuracy": _show("test/acc", "{:.2%}"),
+    "test loss": _show("test/loss", "{:.4f}"),
+}
+FIELDS = {"model": str, "group": str, "dataset": str, "seed": int, "params": int, "epochs": int,  # leaderboard.csv
+          "best_val/acc": float, "test/acc": float, "test/loss": float, "train_seconds": float, "best_epoch": int,
+          "run": str}
 SIGNIFICANCE = 0.05  # Welch's test: a p-value below this is a difference larger than the seed noise
 
 
@@ -49,25 +67,68 @@ def _short(override: str) -> str:
         return override
 
 
-def _overrides(run: Path) -> list[str]:
-    """The run's command-line overrides (`.hydra/overrides.yaml`) but its seed, model and data folder."""
+def _override_lines(run: Path) -> list[str]:
+    """The run's command-line overrides, exactly as `.hydra/overrides.yaml` holds them."""
     path = run / ".hydra" / "overrides.yaml"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return sorted(_short(line[2:]) for line in lines if line.startswith("- ")
-                  and not line[2:].lstrip("+~").startswith(("seed=", "model=", "data.data_dir=")))
+    return [line[2:] for line in path.read_text().splitlines() if line.startswith("- ")] if path.is_file() else []
+
+
+def _overrides(run: Path) -> list[str]:
+    """The run's command-line overrides but its seed, model and data folder, as a person reads them."""
+    return sorted(_short(o) for o in _override_lines(run)
+                  if not o.lstrip("+~").startswith(("seed=", "model=", "data.data_dir=")))
+
+
+def _natural(path: Path) -> list:
+    """`2_mlp` before `10_mlp`: sweeps number their runs."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def _read(path: Path) -> dict:
+    try:
+        results = json.loads(path.read_text())
+    except ValueError:
+        results = None
+    return {**(results if isinstance(results, dict) else {}), "run": str(path.parent)}
+
+
+def _dataset(row: dict) -> str | None:
+    """The dataset a run trained on: in its results.json, else (runs from before it was recorded) in its config."""
+    config = Path(row["run"]) / "config.yaml"
+    if row.get("dataset") or not config.is_file():
+        return row.get("dataset")
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(OmegaConf.load(config), "data.dataset")
+
+
+def kind(row: dict) -> str:
+    """What wrote a results.json: "run" (train.py), "evaluation" (eval.py: tested, not trained) or "other"."""
+    if "source" in row and "test/acc" in row:
+        return "evaluation"
+    return "run" if {"model", "params", "test/acc"} <= set(row) else "other"
+
+
+def _score(row: dict) -> float:
+    """What ranks a run: its test accuracy, or a search's trial (not tested) its best validation accuracy."""
+    score = row.get("test/acc") if row.get("test/acc") is not None else row.get("best_val/acc")
+    return -math.inf if score in (None, "") else score
 
 
 def collect(folders: list[Path]) -> list[dict]:
-    """The results of every run at or below `folders`, best test accuracy first. Each run's `group`
-    is its model and the overrides that not all the runs share, e.g. `lenet5 optimizer.lr=0.01`:
-    runs of one group differ only in their seed."""
-    paths = sorted({path for folder in folders for path in Path(folder).rglob("results.json")})
-    rows = [{**json.loads(path.read_text()), "run": str(path.parent)} for path in paths]
-    overrides = [_overrides(path.parent) for path in paths]
+    """The results of every run at or below `folders`, best first (a tie in the order they ran). Each
+    training run's `group` is its model and the overrides that not all the runs share, e.g. `lenet5
+    optimizer.lr=0.01`: runs of one group differ only in their seed. Its `dataset` is filled in where
+    its results.json predates it. Evaluations and other files come too: see `kind`."""
+    paths = sorted({path for folder in folders for path in Path(folder).rglob("results.json")}, key=_natural)
+    rows = [_read(path) for path in paths]
+    runs = [row for row in rows if kind(row) == "run"]
+    overrides = [_overrides(Path(row["run"])) for row in runs]
     shared = set.intersection(*map(set, overrides)) if overrides else set()
-    for row, own in zip(rows, overrides):
+    for row, own in zip(runs, overrides):
         row["group"] = " ".join([row["model"], *(o for o in own if o not in shared)])
-    return sorted(rows, key=lambda r: -r["test/acc"])
+        row["dataset"] = _dataset(row)
+    return sorted(rows, key=lambda r: -_score(r))
 
 
 def markdown_table(header: list[str], cells: list[list[str]]) -> str:
@@ -144,14 +205,17 @@ def _percent(value: float) -> str:
 def summary_markdown(rows: list[dict]) -> str:
     """One line per group: n, mean ± standard deviation, 95% CI, mean seconds; then the test used."""
     ranked = groups(rows)
-    header = ["model", "runs", "test accuracy (mean ± std)", "95% CI", "training seconds (mean)", "parameters",
-              "epochs", "vs the next row"]
+    validated = any(r.get("best_val/acc") not in (None, "") for r in rows)  # (older records lack it)
+    header = ["model", "runs", "test accuracy (mean ± std)", "95% CI", *["best val accuracy (mean)"] * validated,
+              "training seconds (mean)", "parameters", "epochs", "vs the next row"]
     cells = []
     for group, below in zip(ranked, [*ranked[1:], None]):
         std, ci = group.std, group.ci95
+        val = [r["best_val/acc"] for r in group.rows if r.get("best_val/acc") not in (None, "")]
         cells.append([group.name, str(len(group.rows)),
                       _percent(group.mean) + (f" ± {100 * std:.2f}" if std is not None else ""),
                       f"{_percent(ci[0])} to {_percent(ci[1])}" if ci else "",
+                      *[_percent(statistics.fmean(val)) if val else ""] * validated,
                       f"{statistics.fmean(r['train_seconds'] for r in group.rows):.1f}",
                       f"{group.rows[0]['params']:,}", "/".join(sorted({str(r["epochs"]) for r in group.rows})),
                       _versus(group, below)])
@@ -161,12 +225,43 @@ def summary_markdown(rows: list[dict]) -> str:
         "(each pair tested on its own, without a correction for multiple comparisons).\n")
 
 
-def report(rows: list[dict]) -> str:
-    """The leaderboard: one line per run, or, where some runs differ only in their seed, one line per
-    group followed by every run."""
-    if all(len(group.rows) == 1 for group in groups(rows)):
+def sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The training runs as tables that rank like with like: one per dataset, and apart the trials of
+    a search, which were not tested (ranked by validation). Each with its title, in the rows' order."""
+    named: dict[str, list[dict]] = {}
+    for row in rows:
+        if kind(row) == "run":
+            searched = row.get("test/acc") in (None, "")
+            title = (f"{row.get('dataset') or 'dataset not recorded'}"
+                     + (", trials of a search (not tested: ranked by best validation accuracy)" if searched else ""))
+            named.setdefault(title, []).append(row)
+    return list(named.items())
+
+
+def _section(rows: list[dict]) -> str:
+    """One line per run, or, where some tested runs differ only in their seed, one line per group
+    followed by every run."""
+    if any(r.get("test/acc") in (None, "") for r in rows) or all(len(group.rows) == 1 for group in groups(rows)):
         return markdown(rows)
     return f"{summary_markdown(rows)}\nEvery run:\n\n{markdown(rows)}"
+
+
+def report(rows: list[dict]) -> str:
+    """The leaderboard: a table per dataset (titled where there are several), the trials of a search
+    apart, then the evaluations of eval.py, and a line on any results.json that is neither."""
+    parts = sections(rows)
+    text = "\n".join((f"{title}:\n\n" if len(parts) > 1 else "") + _section(members) for title, members in parts)
+    evaluations = sorted((r for r in rows if kind(r) == "evaluation"), key=lambda r: str(r.get("dataset")))
+    if evaluations:
+        table = markdown_table(list(EVALUATION_COLUMNS), [[show(r) for show in EVALUATION_COLUMNS.values()]
+                                                          for r in evaluations])
+        text += (text and "\n") + ("Evaluations by eval.py (tested, not trained: not ranked with training runs):"
+                                    f"\n\n{table}")
+    other = [r["run"] for r in rows if kind(r) == "other"]
+    if other:
+        text += (text and "\n") + (f"Skipped {len(other)} results.json written by neither train.py nor eval.py: "
+                                    f"{', '.join(other)}\n")
+    return text
 
 
 def write(rows: list[dict], out_dir: Path) -> None:
@@ -174,7 +269,7 @@ def write(rows: list[dict], out_dir: Path) -> None:
     with open(out_dir / "leaderboard.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, list(FIELDS), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(row for row in rows if kind(row) == "run")
 
 
 def read(path: Path) -> list[dict]:
@@ -183,15 +278,59 @@ def read(path: Path) -> list[dict]:
         return [{key: FIELDS[key](value) if value else value for key, value in row.items()} for row in csv.DictReader(file)]
 
 
+def chosen_test(trial: dict) -> dict:
+    """The test metrics of a search's chosen trial: its best checkpoint on its own data and trainer
+    settings. Its test pictures go to its run folder, as every tested run's do."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from digits_zoo.module import DigitClassifier
+    from digits_zoo.weights import resolve_checkpoint
+
+    cfg = OmegaConf.load(Path(trial["run"]) / "config.yaml")  # the trial's own, resolved, as train() wrote it
+    module = DigitClassifier.load_from_checkpoint(resolve_checkpoint(trial["run"]), map_location="cpu",
+                                                  weights_only=True)
+    trainer = instantiate(cfg.trainer, devices=1, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)
+    return metrics
+
+
+def chosen_trial(sweep_dir: Path, rows: list[dict]) -> str:
+    """After a search: test its best trial by validation (the first of equals, as Optuna's best trial),
+    the one time the search reads the test set. Writes `chosen_trial.json`, adds the result to
+    `leaderboard.md` and returns it."""
+    trials = [r for r in rows if kind(r) == "run" and r.get("test/acc") is None and r.get("best_val/acc") is not None]
+    if not trials:
+        return ""
+    chosen = max(trials, key=lambda r: r["best_val/acc"])  # rows are in the order the trials ran
+    metrics = chosen_test(chosen)
+    record = {"run": chosen["run"], "overrides": _override_lines(Path(chosen["run"])),
+              "best_val/acc": chosen["best_val/acc"], "test/acc": metrics["test/acc"], "test/loss": metrics["test/loss"]}
+    (sweep_dir / "chosen_trial.json").write_text(json.dumps(record, indent=2) + "\n")
+    text = (f"\nThe chosen trial, best by validation ({_percent(chosen['best_val/acc'])}): {chosen['group']}, "
+            f"{chosen['run']}\nTest accuracy of the chosen trial, read once after the search: "
+            f"{_percent(metrics['test/acc'])} (test loss {metrics['test/loss']:.4f})\n")
+    with open(sweep_dir / "leaderboard.md", "a") as file:
+        file.write(text)
+    return text
+
+
 class LeaderboardCallback(Callback):
-    """Hydra callback: at the end of a sweep, the table of its runs in the sweep folder."""
+    """Hydra callback: at the end of a sweep, the table of its runs in the sweep folder; after a
+    search, the test of the trial it chose."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect([sweep_dir])
-        if rows:
-            write(rows, sweep_dir)
-            print(f"\nLeaderboard ({sweep_dir / 'leaderboard.md'}):\n\n{report(rows)}")
+        if not rows:
+            return
+        write(rows, sweep_dir)
+        chosen = ""
+        try:  # before the table is printed: Lightning says a word as that test starts
+            chosen = chosen_trial(sweep_dir, rows)
+        finally:  # the table also where that test failed (Hydra then says why, in one line)
+            print(f"\nLeaderboard ({sweep_dir / 'leaderboard.md'}):\n\n{report(rows)}{chosen}", end="")
 
 
 def main(argv: list[str] | None = None) -> int:

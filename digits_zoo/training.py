@@ -66,7 +66,9 @@ def tidy_lightning_logging() -> None:
 
 def train(cfg: DictConfig) -> dict:
     """Train `cfg.model` on `cfg.data`, test the best checkpoint, write `results.json`. With
-    `cfg.resume` set to a run folder, continue that run from its last checkpoint instead.
+    `cfg.resume` set to a run folder, continue that run from its last checkpoint instead. A trial of
+    a search (`cfg.optimized_metric` set) is not tested: the sweep's leaderboard tests the trial
+    chosen by validation, once, after the search.
 
     Returns {"metrics": results, "trainer", "module", "datamodule"} so callers and tests can look
     further.
@@ -144,23 +146,26 @@ def train(cfg: DictConfig) -> dict:
     # checkpoint's raw weights; without it the test loads the averaged ones, which were validated
     averaging = [callback for callback in trainer.callbacks if isinstance(callback, WeightAveraging)]
     trainer.callbacks = [callback for callback in trainer.callbacks if callback not in averaging]
-    # the best checkpoint on val/acc; without validation, the final weights
-    with reporting_stops(trainer, out_dir), warnings.catch_warnings():
-        if averaging:  # (Lightning's advice to pass the callback that wrote the checkpoint)
-            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
-        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
-                                       weights_only=True)
+    if cfg.get("optimized_metric"):  # a search's trial: the test set must play no part in the choice
+        test_metrics = {"test/acc": None, "test/loss": None}
+    else:  # the best checkpoint on val/acc; without validation, the final weights
+        with reporting_stops(trainer, out_dir), warnings.catch_warnings():
+            if averaging:  # (Lightning's advice to pass the callback that wrote the checkpoint)
+                warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+            (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
+                                           weights_only=True)
 
     ranked = ranking is not None and bool(best)  # else the final (or averaged) weights were tested
     # counted from 1: the epoch after which the tested weights were saved
     best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranked else trainer.current_epoch
     results = {
         "model": cfg.model.name,
+        "dataset": datamodule.dataset_cls.__name__,
         "params": sum(p.numel() for p in module.model.parameters()),
         "epochs": trainer.current_epoch,
         "best_epoch": best_epoch,
         "train_seconds": round(train_seconds, 2),
-        "test/acc": test_metrics["test/acc"],
+        "test/acc": test_metrics["test/acc"],  # None: a search's trial, not tested
         "test/loss": test_metrics["test/loss"],
         "best_checkpoint": best or None,
         "best_val/acc": float(ranking.best_model_score) if ranked else None,

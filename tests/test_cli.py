@@ -3,6 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -85,6 +88,21 @@ def test_an_optuna_study_maximises_the_best_epochs_validation_accuracy(tiny_data
         assert f"model.kwargs.hidden={config['model']['kwargs']['hidden']}" in chosen
         assert 1e-4 <= config["optimizer"]["lr"] <= 1e-2
     assert "Best parameters" in result.stdout + result.stderr
+    # the trials never read the test set; the leaderboard ranks them by validation, then tests the chosen one, once
+    assert all(trial["test/acc"] is None for trial in trials) and "Test accuracy" not in result.stderr
+    assert len(list(sweep.glob("*/confusion_matrix.csv"))) == 1  # the chosen trial's, from its test
+    chosen = json.loads((sweep / "chosen_trial.json").read_text())
+    assert chosen["best_val/acc"] == study["best_value"]
+    assert chosen["overrides"] == yaml.safe_load((Path(chosen["run"]) / ".hydra" / "overrides.yaml").read_text())  # exact
+    assert (sweep / "leaderboard.md").read_text() in result.stdout
+    best = [line for line in result.stdout.splitlines() if line.startswith("| flatten_mlp ")][0]
+    assert f"| {100 * study['best_value']:.2f}% | not run |" in best
+    counts = [[int(v) for v in row.split(",")[1:]] for row in
+              (sweep / Path(chosen["run"]).name / "confusion_matrix.csv").read_text().splitlines()[1:]]
+    assert sum(map(sum, counts)) == 300  # the whole test set
+    assert chosen["test/acc"] == pytest.approx(sum(counts[i][i] for i in range(10)) / 300, abs=1e-6)
+    assert result.stdout.endswith(f"Test accuracy of the chosen trial, read once after the search: "
+                                  f"{100 * chosen['test/acc']:.2f}% (test loss {chosen['test/loss']:.4f})\n")
 
 
 def test_a_study_without_a_validation_split_is_refused_in_one_line(tiny_data, tmp_path):

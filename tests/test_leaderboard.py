@@ -9,11 +9,11 @@ from scipy import special
 from digits_zoo import leaderboard
 
 
-def write_run(folder, model, acc, seed, *overrides, seconds=10.0):
+def write_run(folder, model, acc, seed, *overrides, seconds=10.0, **fields):
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({
         "model": model, "params": 100, "epochs": 5, "best_epoch": 5, "train_seconds": seconds, "test/acc": acc,
-        "test/loss": 0.1, "seed": seed}))
+        "test/loss": 0.1, "seed": seed, **fields}))
     (folder / ".hydra").mkdir()
     lines = [f"model={model}", f"seed={seed}", "data.data_dir=/somewhere", *overrides]
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {line}\n" for line in lines))
@@ -68,7 +68,7 @@ def test_the_grouped_table_says_which_differences_exceed_the_seed_noise(sweep):
         "| c | 1 | 50.00% |  | 10.0 | 100 | 5 |  |",
     ]
     assert "Welch's two-sided t-test" in text
-    assert "Every run:" in text and "| a | 100 | 5 | 98.00% | 0.1000 | 10.0 | 5 | 3 |" in lines  # its seed last
+    assert "Every run:" in text and "| a | 100 | 5 |  | 98.00% | 0.1000 | 10.0 | 5 | 3 |" in lines  # its seed last
 
 
 def test_one_run_per_group_is_the_plain_table(tmp_path):
@@ -88,3 +88,79 @@ def test_the_csv_keeps_groups_and_seeds(sweep, tmp_path):
     assert [(r["group"], r["seed"]) for r in back] == [(r["group"], r["seed"]) for r in rows]
     assert leaderboard.summary_markdown(back) == leaderboard.summary_markdown(rows)
     assert (out / "leaderboard.md").read_text() == leaderboard.report(rows)
+
+
+def write_evaluation(folder, model, acc):
+    """A run folder of `python eval.py model_source=...`: tested, not trained."""
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({
+        "model": model, "source": model, "dataset": "MNIST", "test_images": 10000, "test/acc": acc,
+        "test/loss": 0.01, "normalization": None}))
+
+
+def test_evaluations_are_listed_apart_from_the_training_runs(tmp_path, capsys):
+    write_evaluation(tmp_path / "outputs" / "eval" / "2026-01-01", "vgg_bn", 0.9969)
+    assert leaderboard.main([str(tmp_path / "outputs")]) == 0  # only evaluations
+    write_run(tmp_path / "outputs" / "x", "x", 0.9, 1)
+    (tmp_path / "outputs" / "junk").mkdir()
+    (tmp_path / "outputs" / "junk" / "results.json").write_text("{not json")
+    capsys.readouterr()
+    assert leaderboard.main([str(tmp_path / "outputs"), "--out", str(tmp_path / "board")]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("| model | parameters |") and "| x | 100 | 5 |  | 90.00% |" in text
+    assert "Evaluations by eval.py (tested, not trained: not ranked with training runs):" in text
+    assert "| vgg_bn | vgg_bn | MNIST | 10,000 | 99.69% | 0.0100 |" in text
+    assert f"Skipped 1 results.json written by neither train.py nor eval.py: {tmp_path / 'outputs' / 'junk'}" in text
+    assert [r["model"] for r in leaderboard.read(tmp_path / "board" / "leaderboard.csv")] == ["x"]  # training runs
+
+
+def test_runs_on_different_datasets_are_never_ranked_together(tmp_path):
+    write_run(tmp_path / "m1", "a", 0.98, 1, dataset="MNIST")
+    write_run(tmp_path / "f1", "a", 0.90, 1, "data=fashion_mnist", dataset="FashionMNIST")
+    write_run(tmp_path / "f2", "b", 0.91, 1, "data=fashion_mnist")  # from before results.json recorded it
+    (tmp_path / "f2" / "config.yaml").write_text("data:\n  dataset: FashionMNIST\n")
+    rows = leaderboard.collect([tmp_path])
+    assert [r["dataset"] for r in rows] == ["MNIST", "FashionMNIST", "FashionMNIST"]
+    text = leaderboard.report(rows)
+    mnist, fashion = text.index("MNIST:\n"), text.index("FashionMNIST:\n")
+    assert mnist < text.index("| a |") < fashion < text.index("| b data=fashion_mnist |") < text.index("| a data=")
+    assert [r["dataset"] for r in leaderboard.read(_written(rows, tmp_path))] == ["MNIST", "FashionMNIST", "FashionMNIST"]
+
+
+def _written(rows, tmp_path):
+    out = tmp_path / "board"
+    out.mkdir()
+    leaderboard.write(rows, out)
+    return out / "leaderboard.csv"
+
+
+def test_search_trials_are_ranked_by_validation_and_say_the_test_was_not_run(tmp_path):
+    for n, (val, lr) in enumerate([(0.95, "0.001"), (0.97, "0.003"), (0.97, "0.002"), (0.96, "0.01")]):
+        write_run(tmp_path / f"{n}_mlp", "mlp", None, 42, "hparams_search=mlp_optuna", f"optimizer.lr={lr}",
+                  **{"best_val/acc": val, "test/loss": None})
+    rows = leaderboard.collect([tmp_path])
+    assert [r["group"] for r in rows] == ["mlp optimizer.lr=0.003", "mlp optimizer.lr=0.002", "mlp optimizer.lr=0.01",
+                                          "mlp optimizer.lr=0.001"]  # equals in the order they ran
+    lines = leaderboard.report(rows).splitlines()
+    assert lines[0] == ("| model | parameters | epochs | best val accuracy | test accuracy | test loss | training seconds "
+                        "| best epoch | seed |")
+    assert lines[2] == "| mlp optimizer.lr=0.003 | 100 | 5 | 97.00% | not run |  | 10.0 | 5 | 42 |"
+    back = leaderboard.read(_written(rows, tmp_path))
+    assert leaderboard.report(back) == leaderboard.report(rows)
+
+
+def test_search_trials_and_tested_runs_are_separate_tables(tmp_path):
+    write_run(tmp_path / "trial", "mlp", None, 1, "optimizer.lr=0.002", **{"best_val/acc": 0.99})
+    write_run(tmp_path / "tested", "mlp", 0.97, 1, **{"best_val/acc": 0.96})
+    text = leaderboard.report(leaderboard.collect([tmp_path]))
+    assert text.index("dataset not recorded:\n") < text.index("| mlp | 100 | 5 | 96.00% | 97.00% |")
+    assert text.index("dataset not recorded, trials of a search (not tested: ranked by best validation accuracy):")\
+        < text.index("| mlp optimizer.lr=0.002 | 100 | 5 | 99.00% | not run |")
+
+
+def test_the_grouped_table_shows_the_mean_validation_accuracy_where_recorded(tmp_path):
+    for seed, (val, acc) in enumerate([(0.96, 0.97), (0.98, 0.975)]):
+        write_run(tmp_path / f"a{seed}", "a", acc, seed, **{"best_val/acc": val})
+    lines = leaderboard.summary_markdown(leaderboard.collect([tmp_path])).splitlines()
+    assert lines[0].startswith("| model | runs | test accuracy (mean ± std) | 95% CI | best val accuracy (mean) |")
+    assert lines[2].startswith("| a | 2 | 97.25% ± 0.35 |") and "| 97.00% | 10.0 |" in lines[2]

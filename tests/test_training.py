@@ -26,6 +26,7 @@ def test_results_json_holds_the_test_metrics(run):
     output, out = run
     results = json.loads((out / "results.json").read_text())
     assert results["model"] == "flatten_mlp" and results["params"] == 79_510 and results["epochs"] == 2
+    assert results["dataset"] == "MNIST"  # what it trained on, so that the leaderboard ranks like with like
     assert results["best_epoch"] in (1, 2)
     assert results["test/acc"] == output["metrics"]["test/acc"] > 0.9  # the synthetic digits are easy
     assert results["test/loss"] > 0 and results["train_seconds"] > 0
@@ -139,6 +140,14 @@ def test_without_validation_the_final_weights_are_tested(make_cfg, tmp_path):
     final = DigitClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
     assert torch.equal(final.model.head.weight, output["module"].model.head.weight)
     assert len(output["datamodule"].splits["fit"][1]) == 1200
+
+
+def test_a_search_trial_never_reads_the_test_set(make_cfg, tmp_path):
+    output = train(make_cfg("+optimized_metric=val/acc", "trainer.max_epochs=1"))  # as hparams_search sets it
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test/acc"] is None and results["test/loss"] is None and 0 < results["best_val/acc"] <= 1
+    assert output["trainer"].state.fn == "fit"  # trainer.test never ran
+    assert not (tmp_path / "run" / "confusion_matrix.csv").exists()
 
 
 def test_normalized_sigmoid_loss_trains_too(make_cfg):
