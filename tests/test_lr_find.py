@@ -56,6 +56,19 @@ def test_the_suggestion_is_where_the_smoothed_loss_falls_fastest_against_log_rat
         assert suggestion == float(f"{suggestion:.2g}")  # as printed: two significant digits
 
 
+def test_a_loss_that_falls_steepest_close_to_its_lowest_point_gets_a_tenth_of_that_point():
+    # lenet5's shape: the steepest fall (4e-3) just below the lowest point (8e-3); the suggestion is
+    # a tenth of the lowest point's rate. Where the lowest point is far above the steepest fall
+    # (vgg_bn's long low plateau), the steepest fall is the lower and is suggested.
+    lrs = np.logspace(-6, 0, 100)
+    near = np.where(lrs < 8e-3, 2.3 - 1.5 / (1 + np.exp(-(np.log10(lrs) + 2.4) * 6)), 0.8 + 20 * (lrs - 8e-3))
+    lowest = lrs[np.argmin(smooth(list(near)))]
+    assert 8e-3 <= lowest < 2e-2 and suggest(lrs, near) == float(f"{lowest / 10:.2g}") < 2e-3
+    far = np.where(lrs < 6e-2, 2.3 - 1.6 / (1 + np.exp(-(np.log10(lrs) + 3) * 4)), 0.7 + 10 * (lrs - 6e-2))
+    steepest = suggest(lrs, far)
+    assert 10 ** -3.3 < steepest < 10 ** -2.7 and steepest < lrs[np.argmin(far)] / 10
+
+
 def test_the_diverging_end_is_not_the_steepest_fall():
     lrs, losses = synthetic_curve()
     cliff = losses.copy()
