@@ -6,9 +6,10 @@ one optimiser step each (Lightning's own loop), while raising the learning rate 
 
 The curve kept here is each step's own loss at the rate it was taken with (`step_losses`), and
 the suggestion is the lower of the rate where its centred mean falls fastest against the rate's
-logarithm and a tenth of the rate at its lowest point (`suggest`). Lightning's own curve is an exponential average that trails the rate, and its own
-suggestion (the steepest fall against the rate itself, not its logarithm) picks rates far too low
-for these models: see docs/training.md and benchmarks/lr_find_check.py for what each trains to.
+logarithm and a tenth of the rate at its lowest point (`suggest`). Lightning's own curve is an
+exponential average that trails the rate, and its own suggestion (the steepest fall against the
+rate itself, not its logarithm) picks rates far too low for these models: see docs/training.md
+and benchmarks/lr_find_check.py for what each trains to.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def curve_figure(lrs, losses, suggestion: float | None, model_name: str):
     if suggestion is not None:
         at = np.interp(math.log(suggestion), np.log(lrs), curve)
         ax.plot([suggestion], [at], marker="o", markersize=8, color="red", linestyle="none",
-                label=f"suggested (steepest fall): {suggestion:.2g}")
+                label=f"suggested: {suggestion:.2g}")
     ax.set_xscale("log")
     ax.set_ylim(0, 2 * max(curve[0], 0.1))  # the diverging end would flatten the rest
     ax.set_xlabel("Learning rate")
@@ -114,8 +115,8 @@ def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningM
             log.info("Learning-rate range test: no suggestion from %d points (the loss never fell, or it "
                      "diverged too early); see %s and widen lr_find_range", points, out_dir / "lr_find.png")
         else:
-            log.info("Learning-rate range test over %d steps: suggested optimizer.lr=%.2g, where the loss falls "
-                     "fastest (curve: %s); train with: python train.py model=%s optimizer.lr=%.2g",
+            log.info("Learning-rate range test over %d steps: suggested optimizer.lr=%.2g (curve: %s); train with: "
+                     "python train.py model=%s optimizer.lr=%.2g",
                      points, suggestion, out_dir / "lr_find.png", cfg.model.name, suggestion)
     return {"lr_find": {"suggestion": suggestion, "points": points}, "trainer": trainer,
             "module": module, "datamodule": datamodule}
