@@ -19,6 +19,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -91,7 +92,9 @@ def places(tmp_path_factory) -> dict[str, Path]:
     """A working folder; small synthetic data with room for the default 5,000-image validation split;
     and a run folder (1 epoch) for each model the docs' run placeholders name, made on first use."""
     data = write_dataset(tmp_path_factory.mktemp("data"), n_train=5400, n_test=300)
-    return {"cwd": tmp_path_factory.mktemp("docs"), "data": data, "runs": tmp_path_factory.mktemp("runs")}
+    cwd = tmp_path_factory.mktemp("docs")
+    shutil.copytree(ROOT / "docs" / "examples", cwd / "docs" / "examples")  # the pictures docs/predict.md reads
+    return {"cwd": cwd, "data": data, "runs": tmp_path_factory.mktemp("runs")}
 
 
 def run_folder(places: dict, model: str) -> Path:
