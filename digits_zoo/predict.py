@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from digits_zoo.errors import one_line
+from digits_zoo.plots import class_labels
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
 from digits_zoo.weights import WeightsError, manifest, pretrained_info, resolve_checkpoint
 
@@ -52,8 +53,8 @@ class Trained:
     dataset: str = "MNIST"
 
     def label(self, index: int) -> str:
-        """How a person reads class `index`: the digit itself for MNIST, else the class's name."""
-        return str(index) if self.dataset == "MNIST" else self.classes[index]
+        """How a person reads class `index`: the digit itself for digits, else the class's name (as the plots say)."""
+        return class_labels(self.classes, len(self.classes))[1][index]
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) pixels / 255 -> what the network was trained on."""
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
     elif good:
         if model.output_activation == "sigmoid":
-            kind = "digit" if trained.dataset == "MNIST" else "class"
+            kind = class_labels(trained.classes, len(trained.classes))[0]
             print(f"probabilities: sigmoid outputs, one per {kind}, scored independently (they need not sum to 1)")
         else:
             print(f"probabilities: {model.output_activation} outputs")
