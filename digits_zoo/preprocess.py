@@ -9,11 +9,12 @@ pixel indices (the MNIST test set's mean is (13.99, 14.01)).
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from digits_zoo.errors import DigitsZooError
 
@@ -23,16 +24,26 @@ SIZE, BOX = 28, 20
 INK_THRESHOLD = 0.2
 # Less contrast than this (in 0-255 levels) between background and brightest pixel: nothing drawn.
 MIN_CONTRAST = 16
+# Larger pictures are box-averaged to about this many pixels before they are prepared: the digit
+# ends up 20 pixels tall, so finer detail cannot reach the model, and the work and memory per
+# picture stay bounded. A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still gives
+# WORK_PIXELS, so every JPEG Pillow opens (up to its 179 MP) decodes to under 4 * WORK_PIXELS.
+WORK_PIXELS = 1024 * 1024
+# Pictures that would decode to more pixels are refused (the demo's limit is lower): this bounds
+# the PNG, TIFF or BMP of a large scan (A4 at 600 dpi: 35 MP).
+MAX_PIXELS = 50_000_000
 
 
 class ImageError(DigitsZooError):
     """A picture that cannot be read or holds no digit; the message says what is wrong."""
 
 
-def read_grey(source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+def read_grey(source: str | Path | bytes, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """The picture in the file `source` (or in `source`'s encoded bytes, e.g. a PNG sent to the
-    demo) as float32 greyscale in [0, 255]. `ImageError` if it cannot be read, or if it has more
-    than `max_pixels` pixels (checked before decoding: a small PNG can unpack to a huge picture)."""
+    demo) as float32 greyscale in [0, 255], at most about WORK_PIXELS large. `ImageError` if it cannot
+    be read, or if decoding it would make more than `max_pixels` pixels (checked before decoding:
+    a small PNG can unpack to a huge picture; a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    where that still gives WORK_PIXELS)."""
     if isinstance(source, bytes):
         if not source:
             raise ImageError("empty image")
@@ -45,8 +56,12 @@ def read_grey(source: str | Path | bytes, max_pixels: int | None = None) -> np.n
             raise ImageError("empty file")
     try:
         with Image.open(file) as image:
+            width, height = image.size
+            if width * height > WORK_PIXELS:
+                scale = math.sqrt(width * height / WORK_PIXELS)
+                image.draft(None, (max(1, int(width / scale)), max(1, int(height / scale))))
             if max_pixels is not None and image.width * image.height > max_pixels:
-                raise ImageError(f"too large: {image.width}x{image.height} pixels, at most {max_pixels:,} allowed")
+                raise ImageError(f"too large: {width}x{height} pixels, at most {max_pixels:,} are read; scale it down")
             image.load()  # decode now: a truncated file fails here, not later
             return to_grey(image)
     except UnidentifiedImageError:
@@ -57,14 +72,35 @@ def read_grey(source: str | Path | bytes, max_pixels: int | None = None) -> np.n
         raise ImageError(f"truncated or corrupt image ({' '.join(str(error).split())})") from None
 
 
+def _shrunk(image: Image.Image, mode: str) -> Image.Image:
+    """`image` in `mode`, box-averaged by a whole factor to at most about WORK_PIXELS pixels (a
+    transparent picture premultiplied by its alpha, as Pillow's `reduce` does)."""
+    if image.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):  # palettes, 1-bit, 16-bit...: no reduce
+        image = image.convert(mode)
+    if image.width * image.height > WORK_PIXELS:
+        image = image.reduce(math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS)))
+    return image if image.mode == mode else image.convert(mode)
+
+
 def to_grey(image: Image.Image) -> np.ndarray:
-    """Float32 greyscale in [0, 255]: upright as the camera meant, transparency resolved."""
-    image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways
-    if image.mode.startswith("I"):  # 16-bit greyscale PNG
-        return np.asarray(image, dtype=np.float32) / 257
-    if "A" not in image.getbands() and "transparency" not in image.info:
-        return np.asarray(image.convert("L"), dtype=np.float32)
-    rgba = image.convert("RGBA")
+    """Float32 greyscale in [0, 255], at most about WORK_PIXELS large: upright as the camera meant,
+    transparency resolved."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # phone photos are often stored sideways
+        image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):  # 16-bit greyscale PNG or TIFF
+        return np.asarray(_shrunk(image, "I"), dtype=np.float32) / 257
+    if image.mode == "F":  # a float TIFF: in [0, 1] or in [0, 255]
+        grey = np.asarray(_shrunk(image, "F"), dtype=np.float32)
+        return grey * 255 if grey.max() <= 1 else grey
+    key = image.info.get("transparency")
+    if isinstance(key, (int, tuple)) or ("A" not in image.getbands() and key is None):
+        # A key colour (one palette entry, grey level or colour made transparent) is the paper the
+        # digit was drawn on, and its soft edges blend into it: the picture is read as its colours.
+        grey = np.asarray(_shrunk(image, "L"), dtype=np.float32)
+        if key is None or np.ptp(grey) >= MIN_CONTRAST:
+            return grey
+        # (unless the strokes are in the key colour themselves: then only the transparency shows them)
+    rgba = _shrunk(image, "RGBA")
     alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
     grey = np.asarray(rgba.convert("L"), dtype=np.float32)
     # Seen on a page, transparency is white. But strokes drawn on a transparent canvas (most of
@@ -122,7 +158,7 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     return field
 
 
-def prepare_image(source: str | Path | bytes | Image.Image, max_pixels: int | None = None) -> np.ndarray:
+def prepare_image(source: str | Path | bytes | Image.Image, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """A picture (file, encoded bytes or PIL image) -> the 28x28 uint8 digit the model sees (times 1/255)."""
     grey = to_grey(source) if isinstance(source, Image.Image) else read_grey(source, max_pixels)
     return to_mnist(grey)

@@ -6,6 +6,7 @@ The fast tier draws its own pictures and uses a barely trained model; the real-d
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from digits_zoo.data import MNISTDataModule
 from digits_zoo.module import DigitClassifier
@@ -94,6 +95,95 @@ def test_colour_and_transparent_pictures_give_the_same_digit():
 def test_a_blank_picture_is_an_error_not_a_digit():
     with pytest.raises(ImageError, match="no digit"):
         prepare_image(Image.new("L", (100, 100), 200))
+
+
+def soft_seven(side: int = 280) -> Image.Image:
+    """An MNIST-like 7: light strokes on black, drawn at 28x28, blurred and enlarged (soft edges)."""
+    small = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(small).line([(7, 6), (20, 6), (12, 23)], fill=255, width=3)
+    return small.filter(ImageFilter.GaussianBlur(0.7)).resize((side, side), Image.Resampling.BICUBIC)
+
+
+def encoded(image: Image.Image, format: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def test_a_picture_with_a_transparent_key_colour_is_read_in_its_own_colours():
+    # A key colour (one palette entry, grey level or colour made transparent, as in GIFs and
+    # palette PNGs) is the paper: the soft edges blend into it, whatever the page behind it shows.
+    seven = soft_seven()
+    on_paper = ImageOps.invert(seven)
+    reds = Image.merge("RGB", (ImageOps.invert(seven), on_paper, on_paper))  # red ink on white, white keyed
+    strokes = np.asarray(seven) > 127
+    hard = Image.fromarray(np.uint8(strokes)).convert("P")  # strokes are index 1...
+    hard.putpalette([0, 0, 0] * 2)  # ...as black as index 0, the transparent background
+    keyed = {
+        "palette, black keyed": (encoded(seven.convert("P"), transparency=0), seven),
+        "palette, white keyed": (encoded(on_paper.convert("P"), transparency=255), seven),
+        "grey, black keyed": (encoded(seven, transparency=0), seven),
+        "colour, white keyed": (encoded(reds, transparency=(255, 255, 255)), seven),
+        # unless the strokes are in the key colour too: then the transparency shows them
+        "strokes in the key colour": (encoded(hard, transparency=0), Image.fromarray(np.uint8(strokes) * 255)),
+    }
+    for name, (picture, plain) in keyed.items():
+        assert np.abs(prepare_image(picture).astype(int) - prepare_image(plain)).max() <= 2, name
+
+
+@pytest.mark.parametrize("top", [1.0, 255.0])
+def test_a_float_tiff_in_0_1_or_0_255_reads_like_its_8_bit_picture(top, tmp_path):
+    seven = soft_seven()
+    path = tmp_path / "seven.tif"
+    Image.fromarray(np.asarray(seven, dtype=np.float32) * (top / 255)).save(path)  # mode "F"
+    assert np.abs(prepare_image(path).astype(int) - prepare_image(seven)).max() <= 1
+
+
+def large_seven(width: int, height: int) -> Image.Image:
+    """A soft 7 across a transparent canvas of `width` x `height` pixels (RGBA): a picture that costs
+    the most to prepare for its size, in a PNG of a few dozen kB."""
+    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    side = min(width, height) * 3 // 4
+    canvas.paste((0, 0, 0, 255), ((width - side) // 2, (height - side) // 2), soft_seven(side))
+    return canvas
+
+
+def test_a_large_picture_is_read_like_the_same_picture_small(tmp_path):
+    # shrunk before it is prepared: a 12 MP PNG by box averaging, a 24 MP JPEG also as it is decoded
+    small = prepare_image(large_seven(800, 600))
+    large_seven(4000, 3000).save(tmp_path / "large.png")
+    large = large_seven(6000, 4000)
+    Image.alpha_composite(Image.new("RGBA", large.size, "white"), large).convert("RGB").save(tmp_path / "large.jpg")
+    for name in ("large.png", "large.jpg"):
+        assert np.abs(prepare_image(tmp_path / name).astype(int) - small).max() <= 24, name
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the peak memory from /proc (Linux)")
+def test_preparing_a_large_picture_takes_bounded_memory(tmp_path):
+    # a 16-megapixel transparent PNG (85 kB): decoded, it is 64 MB of RGBA; at full size in float32
+    # copies, preparing it took over 500 MB. In a fresh process, the peak memory the preparation adds:
+    large_seven(4096, 4096).save(tmp_path / "large.png")
+    script = """if True:
+        import sys
+        from digits_zoo.preprocess import prepare_image
+        def megabytes(key):
+            return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1]) // 1024
+        before = megabytes("VmRSS:")
+        prepare_image(sys.argv[1])
+        print(megabytes("VmHWM:") - before)"""
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "large.png")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 200  # decoded 64 MB, premultiplied for shrinking 64 MB, then 1 MP floats
+
+
+def test_a_picture_that_would_decode_too_large_is_one_line_and_the_others_are_read(checkpoint, pictures, tmp_path, capsys):
+    scan = tmp_path / "scan.png"
+    Image.new("L", (8000, 6400), 255).save(scan)  # 51 megapixels in 60 kB
+    assert main([str(scan), str(pictures["seven.png"]), "--model", str(checkpoint)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {scan}: too large: 8000x6400 pixels, at most 50,000,000 are read; scale it down\n"
+    assert captured.out.splitlines()[1].startswith(f"{pictures['seven.png']}: ")
 
 
 def test_tensor_is_the_data_modules_1_over_255_scaling():
