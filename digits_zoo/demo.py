@@ -11,6 +11,7 @@ the canvas as a PNG; it goes through the same preparation and model code as
 import argparse
 import base64
 import io
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -20,12 +21,20 @@ from PIL import Image
 
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.predict import Trained, load_trained, strongest_shipped
-from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.preprocess import WORK_PIXELS, ImageError, prepare_image, to_tensor
+from digits_zoo.stops import Terminated, sigterm_raises
 from digits_zoo.weights import manifest
 
 PAGE = Path(__file__).with_name("demo.html")
 MAX_BODY = 1_000_000  # bytes: a canvas PNG is a few kB
-MAX_PIXELS = 4096 * 4096  # a PNG of 1 MB can still unpack to a picture too large to prepare quickly
+# A PNG of a few kB can unpack to a huge picture: at most this many pixels are decoded. The canvas
+# has 280x280, and every JPEG fits (decoded at a fraction of its size: see preprocess.WORK_PIXELS).
+MAX_PIXELS = 4 * WORK_PIXELS
+BODY_SECONDS = 10.0  # to send the body: a client that sends less than it declared is cut off (408)
+# Pictures read at once; other requests wait their turn. With the body and pixel limits, this bounds
+# the server's memory (docs/predict.md measures it under load).
+MAX_READINGS = 2
+MAX_CONNECTIONS = 64  # open connections and requests; uvicorn answers 503 to more
 INSTALL_EXTRA = "install the demo extra: pip install -e '.[demo]'"
 
 
@@ -81,18 +90,22 @@ def png_data_url(digit) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def create_app(choices: dict[str, Choice], default: str):
-    """The FastAPI app: the page, the menu of models, and readings of posted drawings."""
+def create_app(choices: dict[str, Choice], default: str, body_seconds: float = BODY_SECONDS):
+    """The FastAPI app: the page, the menu of models, and readings of posted drawings (at most
+    MAX_READINGS at once; a body must arrive within `body_seconds`)."""
+    import anyio
+    import anyio.to_thread
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse
-    from starlette.concurrency import run_in_threadpool
 
     # No /docs: its page would load scripts from the internet.
     app = FastAPI(title="digits_zoo demo", docs_url=None, redoc_url=None, openapi_url=None)
     page = PAGE.read_text(encoding="utf-8")
+    readers = anyio.CapacityLimiter(MAX_READINGS)
 
     async def read_body(request: Request) -> bytes:
-        """The request body, refused (413) as soon as it passes MAX_BODY."""
+        """The request body, refused (413) as soon as it passes MAX_BODY, or (408) if it has not
+        arrived within `body_seconds` (uvicorn bounds the wait between requests, not within one)."""
         too_large = HTTPException(413, f"request body over {MAX_BODY:,} bytes: send one PNG of the drawing")
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit():
@@ -100,10 +113,16 @@ def create_app(choices: dict[str, Choice], default: str):
         if int(declared) > MAX_BODY:
             raise too_large
         body = bytearray()
-        async for chunk in request.stream():  # also bounds a body sent without a length
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise too_large
+        try:
+            with anyio.fail_after(body_seconds):
+                async for chunk in request.stream():  # also bounds a body sent without a length
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        raise too_large
+        except TimeoutError:
+            of = f" of {int(declared):,}" if "content-length" in request.headers else ""
+            raise HTTPException(408, f"the request body did not arrive within {body_seconds:g} s "
+                                f"({len(body):,}{of} bytes came)") from None
         return bytes(body)
 
     @app.get("/", response_class=HTMLResponse)
@@ -123,7 +142,7 @@ def create_app(choices: dict[str, Choice], default: str):
             raise HTTPException(404, f"unknown model {model!r}; choose one of: {', '.join(choices)}")
         picture = await read_body(request)
         try:  # the model runs in a worker thread, so the server stays responsive
-            return await run_in_threadpool(read_drawing, choices[model].trained, picture)
+            return await anyio.to_thread.run_sync(read_drawing, choices[model].trained, picture, limiter=readers)
         except ImageError as error:
             raise HTTPException(400, f"cannot read the drawing: {error}") from None
 
@@ -152,11 +171,17 @@ def listen(host: str, port: int) -> socket.socket:
                         "choose another with --port (or --host)") from None
 
 
-def serve(app, sock: socket.socket) -> None:
-    """Serve `app` on `sock` until Ctrl+C."""
+def server(app):
+    """The uvicorn server of `app`, answering 503 beyond MAX_CONNECTIONS."""
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=MAX_CONNECTIONS))
+
+
+def serve(app, sock: socket.socket) -> None:
+    """Serve `app` on `sock` until Ctrl+C or SIGTERM: uvicorn shuts down gracefully, then raises the
+    signal again (KeyboardInterrupt, or `Terminated` under `sigterm_raises`)."""
+    server(app).run(sockets=[sock])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -176,6 +201,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        with sigterm_raises():
+            return run(args)
+    except KeyboardInterrupt:  # at any moment: while the models load, or after uvicorn's graceful shutdown
+        print("stopped: SIGINT (Ctrl+C); the demo is closed", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Terminated:
+        print("stopped: SIGTERM; the demo is closed", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         require_extra()
         choices = shipped_models() | checkpoint_models(args.checkpoint)
