@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ MIN_CONTRAST = 16
 # Larger pictures are box-averaged to about this many pixels before they are prepared: the digit
 # ends up 20 pixels tall, so finer detail cannot reach the model, and the work and memory per
 # picture stay bounded. A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still gives
-# WORK_PIXELS, so every JPEG Pillow opens (up to its 179 MP) decodes to under 4 * WORK_PIXELS.
+# WORK_PIXELS, so every JPEG read (at most Pillow's 89 MP) decodes to under 4 * WORK_PIXELS.
 WORK_PIXELS = 1024 * 1024
 # Pictures that would decode to more pixels are refused (the demo's limit is lower): this bounds
 # the PNG, TIFF or BMP of a large scan (A4 at 600 dpi: 35 MP).
@@ -55,18 +56,22 @@ def read_grey(source: str | Path | bytes, max_pixels: int | None = MAX_PIXELS) -
         if file.stat().st_size == 0:
             raise ImageError("empty file")
     try:
-        with Image.open(file) as image:
-            width, height = image.size
-            if width * height > WORK_PIXELS:
-                scale = math.sqrt(width * height / WORK_PIXELS)
-                image.draft(None, (max(1, int(width / scale)), max(1, int(height / scale))))
-            if max_pixels is not None and image.width * image.height > max_pixels:
-                raise ImageError(f"too large: {width}x{height} pixels, at most {max_pixels:,} are read; scale it down")
-            image.load()  # decode now: a truncated file fails here, not later
-            return to_grey(image)
+        with warnings.catch_warnings():
+            # Pillow warns of pictures over Image.MAX_IMAGE_PIXELS (89 MP) and refuses twice that: refuse
+            # both (the demo's threads all set this same filter, so that it is not thread-safe is harmless)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                width, height = image.size
+                if width * height > WORK_PIXELS:
+                    scale = math.sqrt(width * height / WORK_PIXELS)
+                    image.draft(None, (max(1, int(width / scale)), max(1, int(height / scale))))
+                if max_pixels is not None and image.width * image.height > max_pixels:
+                    raise ImageError(f"too large: {width}x{height} pixels, at most {max_pixels:,} are read; scale it down")
+                image.load()  # decode now: a truncated file fails here, not later
+                return to_grey(image)
     except UnidentifiedImageError:
         raise ImageError("not an image (Pillow cannot identify it)") from None
-    except Image.DecompressionBombError as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"too large to decode safely ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:  # Pillow's ways of saying "corrupt"
         raise ImageError(f"truncated or corrupt image ({' '.join(str(error).split())})") from None

@@ -185,6 +185,13 @@ def test_a_picture_that_would_decode_too_large_is_one_line_and_the_others_are_re
     assert captured.out.splitlines()[1].startswith(f"{pictures['seven.png']}: ")
 
 
+def test_a_picture_over_pillows_limit_is_refused_without_a_warning(monkeypatch, recwarn):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # (89 MP by default: slow to make in a test)
+    with pytest.raises(ImageError, match=r"too large to decode safely \(Image size \(1600 pixels\) exceeds limit of 1000 "):
+        prepare_image(encoded(Image.new("L", (40, 40))))
+    assert not recwarn.list  # (Pillow's warning would be printed)
+
+
 def test_tensor_is_the_data_modules_1_over_255_scaling():
     digit = prepare_image(Image.fromarray(drawing()))
     x = to_tensor([digit, digit])
