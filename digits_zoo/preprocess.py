@@ -58,7 +58,7 @@ def read_grey(source: str | Path | bytes, max_pixels: int | None = MAX_PIXELS) -
     try:
         with warnings.catch_warnings():
             # Pillow warns of pictures over Image.MAX_IMAGE_PIXELS (89 MP) and refuses twice that: refuse
-            # both (the demo's threads all set this same filter, so that it is not thread-safe is harmless)
+            # both (catch_warnings is not thread-safe, but the demo's threads all set this same filter)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file) as image:
                 width, height = image.size
