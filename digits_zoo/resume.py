@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.errors import DigitsZooError, one_line
-from digits_zoo.weights import holds_code, trained_on
+from digits_zoo.weights import WeightsError, holds_code, trained_on
 
 EXAMPLE = "outputs/flatten_mlp/2026-11-23_22-30-00"
 
@@ -59,7 +59,10 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
     state = _read(checkpoint, lambda path: torch.load(path, map_location="cpu", weights_only=True))
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
         raise ResumeError(f"resume={run}: {checkpoint} is not a Lightning checkpoint (no epoch); train again without resume=")
-    trained_on(state, checkpoint)  # what predict, eval.py and export will read back from its checkpoints
+    try:  # what predict, eval.py and export will read back from its checkpoints
+        trained_on(state, checkpoint)
+    except WeightsError as error:
+        raise ResumeError(str(error)) from None
     # resolved now, so that what is checked is what is built (an interpolation could make a _target_)
     cfg = _read(config, lambda path: OmegaConf.create(OmegaConf.to_container(OmegaConf.load(path), resolve=True)))
     if not isinstance(cfg, DictConfig):
@@ -85,7 +88,7 @@ TRUSTED_TARGETS = frozenset({
 TRUSTED_MODULES = ("lightning.pytorch.callbacks", "lightning.pytorch.loggers")
 
 
-class UntrustedConfigError(DigitsZooError):
+class UntrustedConfigError(ResumeError):
     """A saved configuration that names a class or function outside the allow-list."""
 
 
@@ -155,7 +158,7 @@ def _read(path: Path, read):
         return read(path)
     except Exception as error:  # zip, pickle, key and YAML errors alike
         if refused := holds_code(path, error):
-            raise refused from None
+            raise ResumeError(str(refused)) from None
         raise ResumeError(f"cannot read {path} ({one_line(error)}); train again without resume=") from None
 
 

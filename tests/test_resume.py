@@ -243,7 +243,7 @@ def test_checkpoints_from_files_never_run_pickled_code(tmp_path):
     refused = "last.ckpt holds pickled objects besides tensors and plain data .* so it was not loaded"
     with pytest.raises(WeightsError, match=refused):  # Lightning's loading in fit and test
         AtomicCheckpointIO().load_checkpoint(run / "checkpoints" / "last.ckpt")
-    with pytest.raises(WeightsError, match=refused):
+    with pytest.raises(ResumeError, match=refused):
         load_resume(run)
     with pytest.raises(WeightsError):
         load_model(run)  # predict --model

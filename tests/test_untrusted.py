@@ -23,7 +23,7 @@ from digits_zoo.cli import user_message
 from digits_zoo.evaluate import evaluate
 from digits_zoo.export import main as export_main
 from digits_zoo.predict import main as predict_main
-from digits_zoo.resume import TRUSTED_VARIABLE, UntrustedConfigError, check_targets, load_resume, trusted
+from digits_zoo.resume import TRUSTED_VARIABLE, ResumeError, UntrustedConfigError, check_targets, load_resume, trusted
 from digits_zoo.weights import WeightsError, resolve_checkpoint
 from tests.conftest import CONFIGS, ROOT
 from tests.test_evaluate import eval_cfg
@@ -117,6 +117,18 @@ def test_the_variable_trusts_a_users_own_callbacks(monkeypatch):
     assert trusted("tests.test_resume.Pace") and not trusted("tests.test_resume.Overdrive")
 
 
+def test_a_stopped_run_with_a_callback_not_trusted_here_says_how_to_trust_it(strangers_run, monkeypatch):
+    from digits_zoo.stops import how_to_go_on, run_state
+
+    edit_config(strangers_run, lambda cfg: cfg["callbacks"].update(mine={"_target_": "tests.test_resume.Pace",
+                                                                          "folder": "marks"}))
+    monkeypatch.delenv(TRUSTED_VARIABLE)
+    line = how_to_go_on(run_state(strangers_run))  # (the end of the line of a run stopped by a signal)
+    assert line.startswith(f"the run folder cannot be resumed: resume={strangers_run}: its config.yaml names "
+                           "callbacks.mine._target_=tests.test_resume.Pace, which is not on the list")
+    assert line.endswith(f"add it to {TRUSTED_VARIABLE} (docs/security.md)")
+
+
 def test_every_target_of_the_shipped_configs_is_trusted(monkeypatch):
     monkeypatch.delenv(TRUSTED_VARIABLE)
     targets = [node for path in CONFIGS.rglob("*.yaml") for node in _target_values(yaml.safe_load(path.read_text()))]
@@ -164,7 +176,7 @@ def test_a_checkpoint_with_code_is_not_loaded_and_the_line_says_so(strangers_run
                 "code as they load, so it was not loaded; load only checkpoints that you made or that come from "
                 "someone you trust (docs/security.md)")
 
-    # (real processes, started together: about 10 s)
+    # over 20 s: two real processes (started together), to see the line a user sees
     resume = train_py(f"resume={strangers_run}", cwd=tmp_path)
     evaluation = eval_py(f"model_source={strangers_run}", f"data.data_dir={tiny_data}", "data.download=false",
                          f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
@@ -217,7 +229,7 @@ def test_resume_checks_the_records_of_its_checkpoint(strangers_run):
     last = strangers_run / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=True)
     torch.save({**state, "MNISTDataModule": {"dataset": "MNIST", "normalization": [0.5, 0.0]}}, last)
-    with pytest.raises(WeightsError, match=re.escape(f"{last}: the checkpoint records MNISTDataModule.normalization=[0.5, 0.0], not a finite")):
+    with pytest.raises(ResumeError, match=re.escape(f"{last}: the checkpoint records MNISTDataModule.normalization=[0.5, 0.0], not a finite")):
         load_resume(strangers_run, check_overrides=False)
 
 
