@@ -11,6 +11,7 @@ from fsspec.utils import get_protocol
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import callbacks
 
+from digits_zoo.weights import holds_code
 from digits_zoo.writes import write_atomically
 
 
@@ -37,7 +38,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_atomically(path, buffer.getbuffer())
 
     def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None):
-        return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)
+        try:
+            return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)
+        except Exception as error:  # a file with pickled code: one line that does not advise loading it unsafely
+            raise holds_code(path, error) or error
 
 
 class ModelCheckpoint(callbacks.ModelCheckpoint):

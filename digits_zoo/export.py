@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -63,8 +64,23 @@ def onnx_export(network: nn.Module, path: Path) -> None:
             warnings.simplefilter("ignore")
             torch.onnx.export(network, (example,), path, input_names=["images"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, dynamo=True)
+    except OSError:  # writing the file, not exporting the network: `export` names the file
+        raise
     except Exception as error:  # torch.export's and the translation's errors alike: this network does not export
         raise ExportError(f"torch's ONNX exporter cannot export this network: {one_line(error).split(' Next steps:')[0]}") from error
+
+
+def check_destination(out: Path, name: str) -> None:
+    """Refuse, before any work, a file that cannot be written: a folder, or a path whose folder is
+    missing or not writable here."""
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give a file name such as {out / (name + '.onnx')}")
+    folder = out.parent
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ExportError(f"--out {out}: the folder {folder} {what}; choose another path, or create that folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"--out {out}: the folder {folder} is not writable here; choose another path")
 
 
 def add_metadata(path: Path, metadata: dict[str, str]) -> None:
@@ -109,8 +125,7 @@ def export(source: str, out: Path | None = None, data_dir: str | Path | None = N
     if trained.normalization:
         network = nn.Sequential(Standardize(*trained.normalization), network).eval()
     out = Path(out or f"{trained.name}.onnx")
-    if out.is_dir():
-        raise ExportError(f"--out {out} is a folder; give a file name such as {out / (trained.name + '.onnx')}")
+    check_destination(out, trained.name)
     temporary = out.with_name(f".{out.name}.tmp")
     try:
         onnx_export(network, temporary)
@@ -126,6 +141,8 @@ def export(source: str, out: Path | None = None, data_dir: str | Path | None = N
                               f"{check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), the same class "
                               f"for {check['same_digits']:,} of {check['images']:,}; nothing was written")
         temporary.replace(out)
+    except OSError as error:  # what the check before could not foresee (a full disk, a folder made read-only since)
+        raise ExportError(f"cannot write {out}: {error.strerror or one_line(error)}; nothing was written") from None
     finally:
         temporary.unlink(missing_ok=True)
     return {**check, "file": str(out), "bytes": out.stat().st_size, "checked_on": what, "name": trained.name,

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from digits_zoo.errors import one_line
+
 
 def _show(key: str, form: str = "{}", missing: str = ""):
     """A column: the entry `key` of a results.json in `form`, or `missing` where it has none."""
@@ -84,12 +86,48 @@ def _natural(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
+class MalformedResults(ValueError):
+    """A results.json that cannot be shown: not JSON, or an entry a table reads of the wrong type."""
+
+
+# what the tables read of a results.json of each kind: each entry's type, and whether it may be null or absent
+SCHEMAS = {
+    "run": {"model": (str, False), "params": (int, False), "epochs": (int, False), "train_seconds": (float, False),
+            "test/acc": (float, True), "test/loss": (float, True), "best_val/acc": (float, True),
+            "best_epoch": (int, True), "seed": (int, True), "dataset": (str, True)},
+    "evaluation": {"model": (str, False), "source": (str, False), "test/acc": (float, False), "test/loss": (float, True),
+                   "dataset": (str, True), "test_images": (int, True)},
+}
+TYPE_WORDS = {str: "text", int: "a whole number", float: "a number"}
+
+
+def _fits(value: object, kind: type) -> bool:
+    if isinstance(value, bool):  # (a JSON true is no number)
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
 def _read(path: Path) -> dict:
+    """The results.json `path` with its run folder as "run", checked to be what its kind's tables read."""
     try:
-        results = json.loads(path.read_text())
-    except ValueError:
-        results = None
-    return {**(results if isinstance(results, dict) else {}), "run": str(path.parent)}
+        data = path.read_bytes()  # (json decodes: bytes that are not text are not JSON)
+    except OSError as error:
+        raise MalformedResults(f"cannot be read ({error.strerror or one_line(error)})") from None
+    try:
+        results = json.loads(data)
+    except ValueError as error:
+        raise MalformedResults(f"not JSON ({one_line(error)})") from None
+    if not isinstance(results, dict):
+        raise MalformedResults(f"not a JSON object but {type(results).__name__}")
+    row = {**results, "run": str(path.parent)}
+    for key, (expected, optional) in SCHEMAS.get(kind(row), {}).items():
+        value = row.get(key)
+        if value is None and not optional:
+            raise MalformedResults(f"{key} is missing" if key not in row else f"{key} is null, not {TYPE_WORDS[expected]}")
+        if value is not None and not _fits(value, expected):
+            shown = json.dumps(value)
+            raise MalformedResults(f"{key} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {TYPE_WORDS[expected]}")
+    return row
 
 
 def _dataset(row: dict) -> str | None:
@@ -98,8 +136,14 @@ def _dataset(row: dict) -> str | None:
     if row.get("dataset") or not config.is_file():
         return row.get("dataset")
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
-    return OmegaConf.select(OmegaConf.load(config), "data.dataset")
+    try:
+        dataset = OmegaConf.select(OmegaConf.load(config), "data.dataset")
+    except (OSError, ValueError, YAMLError, OmegaConfBaseException):  # a damaged config.yaml: not known
+        return None
+    return dataset if isinstance(dataset, str) else None
 
 
 def kind(row: dict) -> str:
@@ -121,7 +165,12 @@ def collect(folders: list[Path]) -> list[dict]:
     optimizer.lr=0.01`: runs of one group differ only in their seed. Its `dataset` is filled in where
     its results.json predates it. Evaluations and other files come too: see `kind`."""
     paths = sorted({path for folder in folders for path in Path(folder).rglob("results.json")}, key=_natural)
-    rows = [_read(path) for path in paths]
+    rows = []
+    for path in paths:
+        try:
+            rows.append(_read(path))
+        except MalformedResults as error:  # one bad file costs its own row, not the table
+            print(f"warning: skipped {path}: {error}", file=sys.stderr)
     runs = [row for row in rows if kind(row) == "run"]
     overrides = [_overrides(Path(row["run"])) for row in runs]
     shared = set.intersection(*map(set, overrides)) if overrides else set()
@@ -285,9 +334,12 @@ def chosen_test(trial: dict) -> dict:
     from omegaconf import OmegaConf
 
     from digits_zoo.module import DigitClassifier
+    from digits_zoo.resume import check_targets
     from digits_zoo.weights import resolve_checkpoint
 
-    cfg = OmegaConf.load(Path(trial["run"]) / "config.yaml")  # the trial's own, resolved, as train() wrote it
+    config = Path(trial["run"]) / "config.yaml"
+    cfg = OmegaConf.load(config)  # the trial's own, resolved, as train() wrote it
+    check_targets(cfg, str(config))  # (a file: it builds only what a saved config may)
     module = DigitClassifier.load_from_checkpoint(resolve_checkpoint(trial["run"]), map_location="cpu",
                                                   weights_only=True)
     trainer = instantiate(cfg.trainer, devices=1, logger=False, enable_checkpointing=False,

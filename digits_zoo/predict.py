@@ -24,7 +24,7 @@ from PIL import Image
 from digits_zoo.errors import one_line
 from digits_zoo.plots import class_labels
 from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
-from digits_zoo.weights import WeightsError, manifest, pretrained_info, resolve_checkpoint
+from digits_zoo.weights import WeightsError, holds_code, manifest, pretrained_info, resolve_checkpoint
 
 
 class Standardize(torch.nn.Module):
@@ -98,10 +98,16 @@ def load_trained(source: str | Path) -> Trained:
         # print while it loads; stdout is kept for the predictions (--json).
         with contextlib.redirect_stdout(sys.stderr):
             module = DigitClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-        dataset, normalization = module.trained_on  # what its data module recorded in the checkpoint
+        dataset, normalization = module.trained_on  # what its data module recorded in the checkpoint (checked)
+    except WeightsError as error:  # a record that makes no sense
+        raise WeightsError(f"{checkpoint}: {error}") from None
     except Exception as error:  # pickle, zip, key and type errors alike: not a usable checkpoint
-        raise WeightsError(f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
+        raise holds_code(checkpoint, error) or WeightsError(
+            f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
     classes = list(getattr(torchvision.datasets, dataset).classes)
+    if module.model.num_classes != len(classes):  # (train.py makes them equal)
+        raise WeightsError(f"{checkpoint}: its network has {module.model.num_classes} classes and its recorded dataset "
+                           f"{dataset} {len(classes)}; the file is damaged or was not written by digits_zoo")
     return Trained(module.model.eval(), module.hparams.model, classes, dict(module.hparams), normalization, dataset)
 
 

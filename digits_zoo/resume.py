@@ -4,12 +4,16 @@ The run goes on in its own folder, with its own `config.yaml`, from `checkpoints
 is written at the end of every epoch. The epoch that was cut short starts again from its beginning;
 everything random in an epoch (data order, augmentation, dropout) derives from the seed and the
 epoch alone, so it replays exactly, and the run ends as it would have without the interruption.
+The folder may come from someone else: its checkpoint is read weights-only and its records checked,
+and its config.yaml builds only the targets of an allow-list (`check_targets`, docs/security.md).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.errors import DigitsZooError, one_line
+from digits_zoo.weights import WeightsError, holds_code, trained_on
 
 EXAMPLE = "outputs/flatten_mlp/2026-11-23_22-30-00"
 
@@ -52,7 +57,17 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
         raise ResumeError(f"resume={run}: no checkpoints/last.ckpt, which is written when an epoch ends, so "
                           "there is nothing to resume; train again without resume=")
     state = _read(checkpoint, lambda path: torch.load(path, map_location="cpu", weights_only=True))
-    cfg = _read(config, OmegaConf.load)
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise ResumeError(f"resume={run}: {checkpoint} is not a Lightning checkpoint (no epoch); train again without resume=")
+    try:  # what predict, eval.py and export will read back from its checkpoints
+        trained_on(state, checkpoint)
+    except WeightsError as error:
+        raise ResumeError(str(error)) from None
+    # resolved now, so that what is checked is what is built (an interpolation could make a _target_)
+    cfg = _read(config, lambda path: OmegaConf.create(OmegaConf.to_container(OmegaConf.load(path), resolve=True)))
+    if not isinstance(cfg, DictConfig):
+        raise ResumeError(f"resume={run}: its config.yaml is not a train.py configuration; train again without resume=")
+    check_targets(cfg, f"resume={run}: its config.yaml")
     if Path(cfg.paths.output_dir).resolve() != folder.resolve():
         raise ResumeError(f"resume={run}: this run was made in {cfg.paths.output_dir}, and its configuration names "
                           "that folder for checkpoints and logs; move it back there to resume it")
@@ -60,6 +75,76 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
     if stopped_early:  # Lightning would train on from the checkpoint: its training ended there
         cfg.trainer.max_epochs = epoch + 1
     return Resume(cfg, checkpoint, epoch, stopped_early)
+
+
+TRUSTED_VARIABLE = "DIGITS_ZOO_TRUSTED_TARGETS"
+# What a saved config.yaml may build: the targets of configs/ (a test checks that this holds them all)...
+TRUSTED_TARGETS = frozenset({
+    "digits_zoo.callbacks.progress_bar", "digits_zoo.checkpoints.ModelCheckpoint", "digits_zoo.data.MNISTDataModule",
+    "digits_zoo.leaderboard.LeaderboardCallback", "digits_zoo.run_folders.RunFolderGuard", "lightning.pytorch.Trainer",
+    "datetime.timedelta",  # (ModelCheckpoint's train_time_interval)
+})
+# ...and each callback and logger that Lightning exports from these modules, by that name
+TRUSTED_MODULES = ("lightning.pytorch.callbacks", "lightning.pytorch.loggers")
+
+
+class UntrustedConfigError(ResumeError):
+    """A saved configuration that names a class or function outside the allow-list."""
+
+
+def check_targets(cfg: DictConfig, source: str) -> None:
+    """Refuse, before anything is built, a configuration read from a file (not composed from this
+    process's command line) that names a `_target_` outside the allow-list: building it would run
+    code of the file's choosing (`{_target_: shutil.copy, src: ..., dst: ...}` writes any file).
+    The allow-list is `TRUSTED_TARGETS`, Lightning's callbacks and loggers, and the names in the
+    environment variable DIGITS_ZOO_TRUSTED_TARGETS (comma-separated; one that ends with "." trusts
+    what the modules under it define)."""
+    found = _targets(OmegaConf.to_container(cfg, resolve=True), "")
+    refused = [f"{key}={target}" for key, target in found if not trusted(target)]
+    if refused:
+        raise UntrustedConfigError(
+            f"{source} names {', '.join(refused)}, which {'is' if len(refused) == 1 else 'are'} not on the list of what "
+            "digits_zoo builds from a saved config (building it could run any code); use only run folders that you "
+            f"made, and to trust a target that you wrote, add it to {TRUSTED_VARIABLE} (docs/security.md)")
+
+
+def _targets(node, key: str):
+    """(key, target) for every `_target_` in a config's containers, however deep, lists included."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            path = f"{key}.{name}" if key else str(name)
+            if name == "_target_":
+                yield path, value
+            else:
+                yield from _targets(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _targets(value, f"{key}[{index}]")
+
+
+def trusted(target: object) -> bool:
+    """Whether a saved config may build `target` (see `check_targets`)."""
+    if not isinstance(target, str) or any(part.startswith("__") for part in target.split(".")):
+        return False
+    if target in TRUSTED_TARGETS:
+        return True
+    module, _, name = target.rpartition(".")
+    if module in TRUSTED_MODULES:
+        return name in importlib.import_module(module).__all__
+    entries = [entry.strip() for entry in os.environ.get(TRUSTED_VARIABLE, "").split(",") if entry.strip()]
+    if target in entries:
+        return True
+    prefixes = [entry for entry in entries if entry.endswith(".") and target.startswith(entry)]
+    if not prefixes:
+        return False
+    # defined there, not only reachable from there (`mine.os.system` is os.system): imports the trusted module
+    from hydra.utils import get_object
+
+    try:
+        defined = f"{get_object(target).__module__}."
+    except Exception:  # not there (Hydra would fail to build it too), or no module of its own
+        return False
+    return any(defined.startswith(prefix) for prefix in prefixes)
 
 
 def _stopped_early(checkpoint: dict) -> bool:
@@ -72,6 +157,8 @@ def _read(path: Path, read):
     try:
         return read(path)
     except Exception as error:  # zip, pickle, key and YAML errors alike
+        if refused := holds_code(path, error):
+            raise ResumeError(str(refused)) from None
         raise ResumeError(f"cannot read {path} ({one_line(error)}); train again without resume=") from None
 
 

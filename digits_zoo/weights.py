@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -51,12 +54,48 @@ def pretrained_info(name: str) -> dict:
     return entry
 
 
-def trained_on(checkpoint: dict) -> tuple[str, tuple[float, float] | None]:
+def trained_on(checkpoint: dict, source: str | Path | None = None) -> tuple[str, tuple[float, float] | None]:
     """The dataset a run's checkpoint was trained on, and the (mean, std) its inputs were
-    standardised with (None: pixels / 255 only), as its data module recorded them."""
-    record = checkpoint.get("MNISTDataModule") or {}
-    normalization = record.get("normalization")
-    return record.get("dataset", "MNIST"), tuple(normalization) if normalization else None
+    standardised with (None: pixels / 255 only), as its data module recorded them: checked, since a
+    file from elsewhere may record anything (a WeightsError names the field, and the file `source`)."""
+    from digits_zoo.data import DATASETS  # (only for checkpoints, which bring Lightning anyway)
+
+    record = checkpoint.get("MNISTDataModule", {})
+    if not isinstance(record, dict):
+        raise _misrecorded(source, "MNISTDataModule", record, "a record of its dataset and normalization")
+    dataset, normalization = record.get("dataset", "MNIST"), record.get("normalization")
+    if dataset not in DATASETS:  # (its name picks a torchvision class)
+        raise _misrecorded(source, "MNISTDataModule.dataset", dataset, f"one of {', '.join(DATASETS)}")
+    if normalization is None:
+        return dataset, None
+    numbers = isinstance(normalization, (list, tuple)) and len(normalization) == 2 and all(
+        isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in normalization)
+    if not (numbers and normalization[1] > 0):  # (x - mean) / std: a std of 0 makes every input nan
+        raise _misrecorded(source, "MNISTDataModule.normalization", normalization, "a finite mean and a std above 0")
+    return dataset, (float(normalization[0]), float(normalization[1]))
+
+
+def _misrecorded(source: str | Path | None, field: str, value: object, expected: str) -> WeightsError:
+    return WeightsError(f"{f'{source}: ' if source else ''}the checkpoint records {field}={_shown(value)}, not {expected}; "
+                        "the file is damaged or was not written by digits_zoo")
+
+
+def _shown(value: object) -> str:
+    """A value read from a file, short enough for one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def holds_code(path: str | Path, error: BaseException) -> WeightsError | None:
+    """The error for a file that torch's weights-only loading refused because it holds pickled
+    objects other than tensors and plain data (unpickling them could run code of the file's
+    choosing), or None where `error` is not that refusal."""
+    if not (isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error)):
+        return None
+    named = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return WeightsError(f"{path} holds pickled objects besides tensors and plain data{f' ({named[1]})' if named else ''}, "
+                        "which could run code as they load, so it was not loaded; load only checkpoints that you made "
+                        "or that come from someone you trust (docs/security.md)")
 
 
 def sha256(path: Path) -> str:
@@ -93,6 +132,8 @@ def _load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and type errors alike: not a weights file
+        if refused := holds_code(path, error):
+            raise refused from None
         reason = one_line(error).split(". ")[0]  # torch's messages go on to speculate at length
         raise WeightsError(f"{path}: damaged or not a weights file ({reason}); use a complete checkpoint") from None
 
@@ -181,7 +222,8 @@ def export(run_dir: Path) -> dict:
     overrides = (run_dir / ".hydra" / "overrides.yaml")
     args = [line.removeprefix("- ").strip() for line in overrides.read_text().splitlines()] if overrides.is_file() else []
     args = [a for a in args if not a.startswith(("hydra.", "data.data_dir"))]
-    dataset, normalization = trained_on(_load(resolve_checkpoint(run_dir)))
+    checkpoint = resolve_checkpoint(run_dir)
+    dataset, normalization = trained_on(_load(checkpoint), checkpoint)
     recipe = {"command": " ".join(["python train.py", *args]), "seed": results["seed"], "epochs": results["epochs"],
               "train_seconds": results["train_seconds"], "test_acc": results["test/acc"], "test_loss": results["test/loss"]}
     return ship(results["model"], run_state_dict(run_dir), {**recipe, **describe(results["model"], dataset, normalization)})

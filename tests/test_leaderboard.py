@@ -103,10 +103,13 @@ def test_evaluations_are_listed_apart_from_the_training_runs(tmp_path, capsys):
     assert leaderboard.main([str(tmp_path / "outputs")]) == 0  # only evaluations
     write_run(tmp_path / "outputs" / "x", "x", 0.9, 1)
     (tmp_path / "outputs" / "junk").mkdir()
-    (tmp_path / "outputs" / "junk" / "results.json").write_text("{not json")
+    (tmp_path / "outputs" / "junk" / "results.json").write_text('{"accuracy": 0.5}')  # another tool's
+    (tmp_path / "outputs" / "broken").mkdir()
+    (tmp_path / "outputs" / "broken" / "results.json").write_text("{not json")
     capsys.readouterr()
     assert leaderboard.main([str(tmp_path / "outputs"), "--out", str(tmp_path / "board")]) == 0
-    text = capsys.readouterr().out
+    text, warning = capsys.readouterr()
+    assert warning.startswith(f"warning: skipped {tmp_path / 'outputs' / 'broken' / 'results.json'}: not JSON (")
     assert text.startswith("| model | parameters |") and "| x | 100 | 5 |  | 90.00% |" in text
     assert "Evaluations by eval.py (tested, not trained: not ranked with training runs):" in text
     assert "| vgg_bn | vgg_bn | MNIST | 10,000 | 99.69% | 0.0100 |" in text
