@@ -163,8 +163,8 @@ class _Observer(_ChildProcessObserver):
 
 
 def _from_torch_distributed(error: RuntimeError) -> bool:
-    text = str(error)  # (gloo raises plain RuntimeErrors too)
-    return isinstance(error, torch.distributed.DistError) or "gloo" in text or "NCCL" in text or _timed_out(error)
+    text = str(error)  # gloo raises plain RuntimeErrors too: "[.../gloo/...] Read error", "Application timeout caused pair closure"
+    return isinstance(error, torch.distributed.DistError) or any(word in text for word in ("gloo", "NCCL", "pair closure"))
 
 
 def _timed_out(error: RuntimeError | None) -> bool:
