@@ -163,7 +163,8 @@ class _Observer(_ChildProcessObserver):
 
 
 def _from_torch_distributed(error: RuntimeError) -> bool:
-    text = str(error)  # gloo raises plain RuntimeErrors too: "[.../gloo/...] Read error", "Application timeout caused pair closure"
+    # gloo raises plain RuntimeErrors too: "[.../gloo/...] Read error", "Application timeout caused pair closure"
+    text = str(error)
     return isinstance(error, torch.distributed.DistError) or any(word in text for word in ("gloo", "NCCL", "pair closure"))
 
 
