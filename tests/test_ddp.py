@@ -1,21 +1,29 @@
 """Data-parallel training (trainer=ddp): the loader's share arithmetic, then one real
-`python train.py trainer=ddp` run in 2 CPU processes (gloo) on the tiny data set."""
+`python train.py trainer=ddp` run in 2 CPU processes (gloo) on the tiny data set, and runs whose
+second process is stopped or killed."""
 
 import csv
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 
+from digits_zoo.cli import user_message
 from digits_zoo.data import MNISTDataModule, TensorLoader
 from digits_zoo.module import DigitClassifier
 from digits_zoo.training import train
 from tests.conftest import ROOT, compose_tiny_run
+from tests.test_configs import compose_train
+from tests.test_resume import finish, popen_train, start_train, wait_for
 
 
 def loaders(n: int, world_size: int, batch_size: int = 4, **kwargs) -> list[TensorLoader]:
@@ -206,3 +214,111 @@ def test_an_error_every_process_meets_is_one_line(tiny_data, tmp_path):
                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["error: data.val_size must be in [0, 1200), got 5000"]
+
+
+# --- a worker that dies or stops answering ----------------------------------------------------
+
+def start_ddp(tiny_data: Path, run: Path, marks: Path, *overrides: str) -> subprocess.Popen:
+    """`python train.py trainer=ddp` in 2 CPU processes on the tiny data, slowed down by
+    tests.test_resume.Pace (which marks each group of batches in `marks`); output in files beside `run`."""
+    return start_train(tiny_data, run, "trainer=ddp", "trainer.devices=2", "model=flatten_mlp", "data.batch_size=16",
+                       "trainer.max_epochs=2", "+callbacks.pace._target_=tests.test_resume.Pace",
+                       f"+callbacks.pace.folder={marks}", *overrides)
+
+
+def worker_pid(process: subprocess.Popen, timeout: float = 120) -> int:
+    """The pid of the worker (rank 1) that the first process of a 2-process run started (Lightning
+    starts it with LOCAL_RANK=1 in its environment; the first process runs other programs too)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for child in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split():
+            try:
+                if b"\0LOCAL_RANK=1\0" in b"\0" + Path(f"/proc/{child}/environ").read_bytes():
+                    return int(child)
+            except OSError:  # ended meanwhile
+                pass
+        assert process.poll() is None and time.monotonic() < deadline, "no worker was started"
+        time.sleep(0.01)
+
+
+def is_running(pid: int, run: Path) -> bool:
+    """Whether `pid` is still a process of the run in `run` (not ended, not a zombie, not reused)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and str(run) in Path(f"/proc/{pid}/cmdline").read_text()
+    except (OSError, IndexError):
+        return False
+
+
+def one_error_line(process: subprocess.Popen, run: Path) -> str:
+    stderr = finish(process, run.parent, run.name)
+    assert process.returncode == 1, stderr
+    (line,) = stderr.strip().splitlines()
+    return line
+
+
+def resume_command(run: Path) -> str:
+    """How the line goes on after a worker was lost in epoch 2 (the folder as seen from its parent,
+    where the run was started)."""
+    return f"checkpoints/last.ckpt holds epoch 1 of 2, and the run goes on from there with: python train.py resume={run.name}"
+
+
+# each of these runs 2 processes for 15-35 s: what a lost worker takes (a kill half-way through a
+# short run; then the timeout, or Lightning's 5 s looks at its workers, or the resumed run)
+def test_a_worker_that_stops_answering_ends_the_run_after_the_timeout_with_one_line(tiny_data, tmp_path):
+    run, marks = tmp_path / "run", tmp_path / "marks"
+    process = start_ddp(tiny_data, run, marks, "trainer.strategy.timeout_s=10")
+    worker = worker_pid(process)
+    try:
+        wait_for(marks / "epoch1-group2", lambda: process.poll() is None)
+        os.kill(worker, signal.SIGSTOP)
+        line = one_error_line(process, run)
+        assert line == (f"error: DDP worker rank 1 (pid {worker}) is stopped (SIGSTOP or Ctrl+Z) and did not answer "
+                        "within 10 s (trainer.strategy.timeout_s) during training, in epoch 2 of 2, so the run ended "
+                        f"with all its workers; {resume_command(run)}")
+        assert not is_running(worker, run)  # ended by the first process, not left stopped
+    finally:
+        if is_running(worker, run):
+            os.kill(worker, signal.SIGKILL)
+        process.kill()
+
+
+def test_a_worker_killed_mid_training_ends_the_run_with_one_line_and_the_run_resumes(tiny_data, tmp_path):
+    run, marks = tmp_path / "run", tmp_path / "marks"
+    process = start_ddp(tiny_data, run, marks)
+    worker = worker_pid(process)
+    try:
+        wait_for(marks / "epoch1-group2", lambda: process.poll() is None)
+        os.kill(worker, signal.SIGKILL)
+        line = one_error_line(process, run)
+    finally:
+        process.kill()
+    assert line == (f"error: DDP worker rank 1 (pid {worker}) was killed by SIGKILL during training, in epoch 2 of 2, "
+                    f"so the run ended with all its workers; {resume_command(run)}")
+    resumed = popen_train(tmp_path, "resumed", f"resume={run}")
+    stderr = finish(resumed, tmp_path, "resumed")
+    assert resumed.returncode == 0 and "Traceback" not in stderr, stderr
+    assert json.loads((run / "results.json").read_text())["epochs"] == 2
+
+
+def test_a_worker_that_dies_before_it_connects_ends_the_run_with_one_line(tiny_data, tmp_path):
+    # the first process waits for it to connect (for trainer.strategy.timeout_s); Lightning's look
+    # at its workers, every 5 s, finds it dead
+    run = tmp_path / "run"
+    process = start_ddp(tiny_data, run, tmp_path / "marks")
+    try:
+        worker = worker_pid(process)
+        os.kill(worker, signal.SIGKILL)
+        line = one_error_line(process, run)
+    finally:
+        process.kill()
+    assert line == (f"error: DDP worker rank 1 (pid {worker}) was killed by SIGKILL while the workers were starting, "
+                    "so the run ended with all its workers; no epoch had finished, so there is no checkpoint to "
+                    "resume from: start the run again")
+
+
+def test_the_timeout_is_checked():
+    cfg = compose_train("trainer=ddp", "trainer.strategy.timeout_s=0")
+    with pytest.raises(Exception) as caught:
+        instantiate(cfg.trainer.strategy)
+    assert user_message(caught.value) == "trainer.strategy.timeout_s must be a number above 0, got 0"
