@@ -205,12 +205,19 @@ class MNISTDataModule(L.LightningDataModule):
             f"folder that holds {self.dataset_cls.__name__}/raw."
         )
 
-    def prepare_data(self) -> None:
-        """Download only, with torchvision's own download and checks, and only when files are missing."""
+    def check_files(self) -> bool:
+        """Whether the dataset's files are all there; where they are not and download is off, the error
+        that says where to put them (a run checks this before it writes anything)."""
         if all((self.raw_dir / name).is_file() for name in self.raw_files):
-            return
+            return True
         if not self.download:
             raise self._missing_error("download is off")
+        return False
+
+    def prepare_data(self) -> None:
+        """Download only, with torchvision's own download and checks, and only when files are missing."""
+        if self.check_files():
+            return
         try:
             for train in (True, False):
                 self.dataset_cls(self.data_dir, train=train, download=True)

@@ -66,8 +66,8 @@ def assert_one_line(code: int, stderr: str, *expected: str) -> None:
     (["trainer.max_epochs=null"], ["trainer.max_epochs must be a whole number of at least 1, got None"]),
     (["logger=null"], ["a config group cannot be set to null on the command line", "~logger"]),
     (["+trainer.limit_test_batches=0"], ["trainer.limit_test_batches=0 would skip the test", "best_val/acc"]),
-    (["optimizer.lr=0"], ["optimizer.lr must be a number above 0, got 0"]),
-    (["optimizer.lr=-1e-3"], ["optimizer.lr must be a number above 0"]),
+    (["optimizer.lr=0"], ["optimizer.lr must be a finite number above 0, got 0"]),
+    (["optimizer.lr=-1e-3"], ["optimizer.lr must be a finite number above 0"]),
     (["data.val_size=1200"], ["data.val_size must be in [0, 1200), got 1200"]),
     (["data.dataset=Fashion"], ["unknown data.dataset 'Fashion'; choose one of MNIST, FashionMNIST"]),
     (["+model.kwargs.num_classes=5"], ["single_dense has 5 classes and MNIST 10; set model.kwargs.num_classes=10"]),
@@ -77,6 +77,26 @@ def test_configuration_mistakes(run_cli, overrides, expected):
     if overrides[0].startswith("+model"):
         overrides = ["model=single_dense", *overrides]
     assert_one_line(*run_cli(*overrides), *expected)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["seed=abc"], ["seed must be a whole number from 0 to 4294967295, got 'abc'"]),
+    (["seed=1.5"], ["seed must be a whole number from 0 to 4294967295, got 1.5"]),
+    (["seed=-1"], ["seed must be a whole number from 0 to 4294967295, got -1"]),
+    ([f"seed={2**40}"], [f"seed must be a whole number from 0 to 4294967295, got {2**40}"]),
+    (["optimizer.lr=inf"], ["optimizer.lr must be a finite number above 0, got inf"]),
+    (["optimizer.lr=nan"], ["optimizer.lr must be a finite number above 0, got nan"]),
+    (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay must be a finite number of at least 0, got -0.1"]),
+    (["+trainer.callbacks=[]"], ["trainer.callbacks would be ignored: callbacks come from the callbacks group",
+                                 "+callbacks.NAME._target_=CLASS"]),
+    (["+trainer.logger=false"], ["trainer.logger would be ignored: loggers come from the logger group", "~logger"]),
+    (["+trainer.plugins=[]"], ["trainer.plugins would be ignored"]),
+    (["data.data_dir=/nonexistent/x", "data.download=false"], ["MNIST files not found (download is off)",
+                                                               "/nonexistent/x/MNIST/raw"]),
+])
+def test_mistakes_found_before_anything_is_written(run_cli, tmp_path, overrides, expected):
+    assert_one_line(*run_cli(*overrides), *expected)
+    assert not (tmp_path / "run").exists()  # no run folder: no .hydra/, train.log or config.yaml
 
 
 def test_a_search_without_the_optuna_sweeper_names_the_extra(run_cli, monkeypatch):
@@ -164,7 +184,7 @@ def _train_process(*args, env=None):
 def test_a_real_process_prints_one_line_and_exits_1(tiny_data, tmp_path):
     result = _train_process(f"data.data_dir={tiny_data}", "optimizer.lr=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: optimizer.lr must be a number above 0, got 0"
+    assert result.stderr.strip() == "error: optimizer.lr must be a finite number above 0, got 0"
 
 
 def test_the_debug_switch_shows_the_stack_trace(tmp_path):
