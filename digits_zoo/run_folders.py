@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import shlex
 import socket
 import sys
 import time
@@ -26,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from digits_zoo.cli import user_message
+from digits_zoo.stops import hydra_override
 
 LOCK_NAME = ".run.lock"
 _held: dict[Path, int] = {}  # folder -> the descriptor whose lock this process holds
@@ -143,7 +145,7 @@ class RunFolderGuard(Callback):
                     "folder with hydra.run.dir=DIR")
 
         finished = f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default " \
-                   f"each run gets its own dated folder), or continue a stopped run with resume={folder}"
+                   f"each run gets its own dated folder), or continue a stopped run with {shlex.quote(hydra_override('resume', str(folder)))}"
         # looked at before the claim, which writes its lock file
         if holder := in_use_by(folder):
             refuse(taken(holder))

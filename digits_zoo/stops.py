@@ -15,6 +15,7 @@ has even read the command line.)
 
 from __future__ import annotations
 
+import re
 import shlex
 import signal
 import threading
@@ -118,8 +119,25 @@ def _name(signum: int) -> str:
 
 def _command(folder: Path) -> str:
     """The command that resumes `folder`, with the folder as the user would type it here (relative to
-    the working directory where it lies in it)."""
-    return f"python train.py resume={shlex.quote(shown(folder))}"
+    the working directory where it lies in it), quoted for Hydra and then for the shell, so that
+    pasting it works whatever the folder's name."""
+    return f"python train.py {shlex.quote(hydra_override('resume', shown(folder)))}"
+
+
+def hydra_override(key: str, value: str) -> str:
+    """`key=value` as Hydra's override grammar reads it back: `value` in Hydra's quotes where its plain
+    form would read as something else (spaces, `,`, `=`, `[`, non-ASCII letters, `123`, `null`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        if OverridesParser.create().parse_override(f"{key}={value}").value() == value:
+            return f"{key}={value}"
+    except HydraException:
+        pass
+    # a quoted string: a backslash escapes a quote, and so do the backslashes before one or at the end
+    escaped = re.sub(r'(\\*)"', lambda match: match[1] * 2 + '\\"', value)
+    return f'{key}="' + re.sub(r"\\+$", lambda match: match[0] * 2, escaped) + '"'
 
 
 @dataclass(frozen=True)

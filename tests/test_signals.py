@@ -50,10 +50,11 @@ class Marks(L.Callback):
         self._mark(f"test-batch{batch_idx}")
 
 
-def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides: str) -> tuple[Path, int, str]:
-    """Start a run in tmp_path/run, send `signum` once `mark` is there; (run folder, exit code, the one
+def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides: str,
+            name: str = "run") -> tuple[Path, int, str]:
+    """Start a run in tmp_path/`name`, send `signum` once `mark` is there; (run folder, exit code, the one
     line on stderr, checked to be the only one and to start with `stopped: `)."""
-    run, marks = tmp_path / "run", tmp_path / "marks"
+    run, marks = tmp_path / name, tmp_path / "marks"
     # (where SIGINT is ignored, as in a script's background job, a process started would inherit that)
     ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -64,7 +65,7 @@ def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides:
     before = checkpoint_bytes(run)
     process.send_signal(signum)
     code = process.wait(timeout=120)
-    stderr = (tmp_path / "run.stderr").read_text()
+    stderr = (tmp_path / f"{name}.stderr").read_text()
     assert "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stopped: "), stderr
@@ -143,6 +144,20 @@ def test_a_signal_during_the_test_of_an_early_stopped_run_says_that_resuming_onl
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "results.json").read_text())["epochs"] == epochs
     assert not (tmp_path / "marks" / f"epoch{epochs}-batch0").exists()
+
+
+def test_the_resume_command_works_pasted_into_a_shell_whatever_the_folder_is_called(tiny_data, tmp_path):
+    name = "sp ace, ü 数=[1]"  # each of these would break a plain resume=... for Hydra or the shell
+    run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=1", name=name)
+    command = line[line.index("python train.py"):line.index(" runs the test")]
+    assert code == 143 and command == """python train.py 'resume="sp ace, ü 数=[1]"'"""
+
+    pasted = command.replace("python train.py", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'train.py'))}")
+    resumed = subprocess.run(["bash", "-c", pasted], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "results.json").read_text())["epochs"] == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["marks", name, f"{name}.stderr",
+                                                                       f"{name}.stdout"])  # no other run folder
 
 
 class SigtermIn(L.Callback):
