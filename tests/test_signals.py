@@ -195,3 +195,17 @@ def test_ctrl_c_before_the_run_is_one_line_too(monkeypatch, capsys):
         raise KeyboardInterrupt
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "stopped: SIGINT (Ctrl+C) before the run started\n"
+
+
+@pytest.mark.parametrize("script, what", [("train.py", "run"), ("eval.py", "evaluation")])
+def test_sigterm_while_python_imports_is_one_line_too(tmp_path, script, what):
+    process = subprocess.Popen([sys.executable, str(ROOT / script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
+    while "libtorch" not in maps.read_text():  # torch's library is loading: a second or more of imports to go
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143
+    assert stderr == f"stopped: SIGTERM before the {what} started\n"
