@@ -10,6 +10,7 @@ import runpy
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 import torchvision
@@ -221,3 +222,37 @@ def test_the_error_line_starts_a_line_of_its_own_after_a_progress_bar(tiny_data,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert result.returncode == 1 and "Sanity Checking" in result.stdout
     assert "\nerror: Lightning: `val_check_interval`" in result.stdout
+
+
+class OutOfMemory(L.Callback):
+    """Runs out of memory in the first batch of epoch `epoch`: a real allocation the CPU cannot give
+    (`where="cpu"`), or torch's OutOfMemoryError as a GPU raises it (there may be no GPU here)."""
+
+    def __init__(self, where: str, epoch: int = 0):
+        self.where, self.epoch = where, epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.current_epoch < self.epoch:
+            return
+        if self.where == "cpu":
+            torch.empty(2**50, dtype=torch.uint8)  # a petabyte
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
+                                     "79.25 GiB of which 3.12 GiB is free. Including non-PyTorch memory, ...")
+
+
+@pytest.mark.parametrize("where, epoch, expected", [
+    ("gpu", 0, "error: out of GPU memory (it asked for 20.00 GiB more); a smaller data.batch_size or "
+               "data.eval_batch_size needs less, and no checkpoints/last.ckpt was written, so there is nothing to "
+               "resume: start the run again"),
+    ("cpu", 1, "error: out of CPU memory (it asked for 1125899.9 GB more); checkpoints/last.ckpt holds epoch 1 of 2; "
+               "free memory, then the run goes on from there with: python train.py resume=run; or start a new run "
+               "with a smaller data.batch_size or data.eval_batch_size"),
+])
+def test_out_of_memory_says_what_ran_out_and_how_to_go_on(tiny_data, tmp_path, where, epoch, expected):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"data.data_dir={tiny_data}", "data.val_size=200", "trainer.max_epochs=2",
+         "trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "hydra.run.dir=run",
+         "+callbacks.oom._target_=tests.test_errors.OutOfMemory",
+         f"+callbacks.oom.where={where}", f"+callbacks.oom.epoch={epoch}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stderr.strip() == expected, result.stderr
