@@ -160,6 +160,35 @@ def test_the_resume_command_works_pasted_into_a_shell_whatever_the_folder_is_cal
                                                                        f"{name}.stdout"])  # no other run folder
 
 
+class CtrlCTwiceWhileSaving(L.Callback):
+    """Ctrl+C in the run's first checkpoint save, and again while Lightning shuts down after it."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("checkpoint", ["best", "last"])
+def test_ctrl_c_twice_while_the_first_checkpoint_is_saved_says_the_epoch_had_ended(tiny_data, tmp_path, checkpoint):
+    # the best checkpoint is saved after the epoch's validation, last.ckpt after that (or first, without the best)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job's children ignore it)
+    try:
+        process = start_train(tiny_data, tmp_path / "run", "trainer.max_epochs=2",
+                              "+callbacks.ctrl_c._target_=tests.test_signals.CtrlCTwiceWhileSaving",
+                              *(["~callbacks.model_checkpoint"] if checkpoint == "last" else []))
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert process.wait(timeout=300) == 130
+    stderr = (tmp_path / "run.stderr").read_text()
+    assert stderr.strip().splitlines() == [
+        "stopped: SIGINT (Ctrl+C) during training, at the end of epoch 1 of 2, before its checkpoint was written; "
+        "no checkpoints/last.ckpt was written, so there is nothing to resume: start the run again"], stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
 class SigtermIn(L.Callback):
     """Sends this process SIGTERM in `setup` of the fit (before Lightning has its own handler) or in the
     last batch of the test (where Lightning no longer stops early)."""
