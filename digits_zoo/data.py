@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -218,10 +219,14 @@ class MNISTDataModule(L.LightningDataModule):
         """Download only, with torchvision's own download and checks, and only when files are missing."""
         if self.check_files():
             return
+        made = [folder for folder in (self.raw_dir, *self.raw_dir.parents) if not folder.exists()]  # deepest first
         try:
             for train in (True, False):
                 self.dataset_cls(self.data_dir, train=train, download=True)
         except Exception as error:  # torchvision raises RuntimeError, URLError, ... per mirror
+            for folder in made:  # the folders torchvision made for it, where it left them empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             last_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise self._missing_error(f"download failed: {last_line}") from error
 

@@ -113,8 +113,9 @@ def test_a_search_without_the_optuna_sweeper_names_the_extra(run_cli, monkeypatc
 def test_missing_data_folder_while_offline(run_cli, tmp_path, monkeypatch):
     # offline for certain: torchvision's download goes to a port that nothing listens on
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
-    code, stderr = run_cli(f"data.data_dir={tmp_path / 'empty'}", "data.download=true")
+    code, stderr = run_cli(f"data.data_dir={tmp_path / 'new' / 'data'}", "data.download=true")
     assert_one_line(code, stderr, "MNIST files not found (download failed", "DIGITS_ZOO_DATA_DIR")
+    assert not (tmp_path / "new").exists()  # the folders made for the download are gone with it
 
 
 @pytest.mark.parametrize("damage, expected", [
