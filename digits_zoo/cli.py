@@ -25,7 +25,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
-from digits_zoo.writes import failure_message, write_failure
+from digits_zoo.writes import failure_message, size, write_failure
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
 
@@ -72,6 +72,8 @@ def user_message(error: BaseException) -> str | None:
         return one_line(error)
     if (failure := write_failure(error)) is not None:  # a full disk, a quota, a read-only file system
         return failure_message(failure, _run_folder())
+    if (memory := _out_of_memory(error)) is not None:
+        return memory
     if isinstance(error, MissingConfigException):
         return _missing_option(error)
     if isinstance(error, HydraException):
@@ -100,6 +102,31 @@ def user_message(error: BaseException) -> str | None:
         return (f"cannot use {error.filename}: {error.strerror or one_line(error)} (check the path and its "
                 "permissions; a run's output folder is chosen with hydra.run.dir=DIR)")
     return None
+
+
+def _out_of_memory(error: BaseException) -> str | None:
+    """The line for a run that ran out of memory (torch's OutOfMemoryError for a GPU, a RuntimeError of
+    its CPU allocator): what ran out, what needs less, and how the run goes on; None for other errors."""
+    torch = sys.modules.get("torch")  # (not imported: not raised)
+    text = str(error)
+    gpu = torch is not None and isinstance(error, torch.OutOfMemoryError)
+    if not (gpu or isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        return None
+    what = "out of CPU memory" if "DefaultCPUAllocator" in text else "out of GPU memory"
+    if amount := re.search(r"[Tt]ried to allocate (\d+) bytes", text):
+        what += f" (it asked for {size(int(amount[1]))} more)"
+    elif amount := re.search(r"[Tt]ried to allocate ([\d.]+ \w+)", text):
+        what += f" (it asked for {amount[1]} more)"
+    smaller = "a smaller data.batch_size or data.eval_batch_size"
+    if (run_dir := _run_folder()) is None:
+        return f"{what}; {smaller} needs less"
+    from digits_zoo.stops import how_to_go_on, run_state
+
+    state = run_state(run_dir)
+    if state.done is None or state.problem is not None:
+        return f"{what}; {smaller} needs less, and {how_to_go_on(state, finished=None)}"
+    # a resumed run keeps its own config: a smaller batch takes a new run
+    return f"{what}; {how_to_go_on(state, finished=None, fix='free memory')}; or start a new run with {smaller}"
 
 
 def _raised_by_lightning(error: BaseException) -> bool:

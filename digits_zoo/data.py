@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -205,16 +206,27 @@ class MNISTDataModule(L.LightningDataModule):
             f"folder that holds {self.dataset_cls.__name__}/raw."
         )
 
-    def prepare_data(self) -> None:
-        """Download only, with torchvision's own download and checks, and only when files are missing."""
+    def check_files(self) -> bool:
+        """Whether the dataset's files are all there; where they are not and download is off, the error
+        that says where to put them (a run checks this before it writes anything)."""
         if all((self.raw_dir / name).is_file() for name in self.raw_files):
-            return
+            return True
         if not self.download:
             raise self._missing_error("download is off")
+        return False
+
+    def prepare_data(self) -> None:
+        """Download only, with torchvision's own download and checks, and only when files are missing."""
+        if self.check_files():
+            return
+        made = [folder for folder in (self.raw_dir, *self.raw_dir.parents) if not folder.exists()]  # deepest first
         try:
             for train in (True, False):
                 self.dataset_cls(self.data_dir, train=train, download=True)
         except Exception as error:  # torchvision raises RuntimeError, URLError, ... per mirror
+            for folder in made:  # the folders torchvision made for it, where it left them empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             last_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise self._missing_error(f"download failed: {last_line}") from error
 

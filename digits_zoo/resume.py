@@ -82,6 +82,7 @@ TRUSTED_VARIABLE = "DIGITS_ZOO_TRUSTED_TARGETS"
 TRUSTED_TARGETS = frozenset({
     "digits_zoo.callbacks.progress_bar", "digits_zoo.checkpoints.ModelCheckpoint", "digits_zoo.data.MNISTDataModule",
     "digits_zoo.leaderboard.LeaderboardCallback", "digits_zoo.run_folders.RunFolderGuard", "digits_zoo.workers.WatchedDDP",
+    "digits_zoo.training.ConfigCheck",
     "lightning.pytorch.Trainer",
     "datetime.timedelta",  # (ModelCheckpoint's train_time_interval)
 })

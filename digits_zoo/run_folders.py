@@ -6,6 +6,10 @@ system releases it however the process ends (even SIGKILL). Of two processes aim
 exactly one gets it; the other stops at once with one `error:` line. A resume claims its folder the
 same way, so two resumes of one run cannot interleave. A default folder name (`outputs/<model>/
 <date>_<time>`) that another run of the same second holds gets a suffix instead: `..._2`, `..._3`.
+
+The lock file also marks a folder as a run's: a folder that is not empty and has none holds someone
+else's files (or is `/`), and a run is refused there before it writes anything. A folder that a
+refused start left holds only a run's own files and its lock file, so a retry may use it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import shlex
 import socket
 import sys
 import time
@@ -22,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from digits_zoo.cli import user_message
+from digits_zoo.stops import hydra_override
 
 LOCK_NAME = ".run.lock"
 _held: dict[Path, int] = {}  # folder -> the descriptor whose lock this process holds
@@ -84,16 +90,36 @@ def holds_run(folder: Path) -> bool:
     return (folder / "results.json").exists() or any((folder / "checkpoints").glob("*.ckpt"))
 
 
-def _refuse(message: str) -> None:
-    # Hydra turns a callback's exceptions into warnings, and this must stop the run
+def foreign(folder: Path) -> bool:
+    """Whether `folder` holds files that are not of a run: it is not empty, and no run ever claimed it
+    (the claim's lock file is the first thing a run writes in its folder, and stays there)."""
+    return folder.exists() and not (folder / LOCK_NAME).exists() and any(folder.iterdir())
+
+
+def refuse(message: str) -> None:
+    """End the process with one `error:` line: Hydra turns a callback's exceptions into warnings."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
 
 
+def _check_resumable(config: DictConfig) -> None:
+    """Refuse, in one line, a `resume=` folder that `load_resume` would refuse (it only reads)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from digits_zoo.resume import ResumeError, load_resume
+
+    HydraConfig.instance().set_config(config)  # (as the job will have it: load_resume checks its overrides)
+    try:
+        load_resume(config.resume)
+    except ResumeError as error:
+        refuse(user_message(error))
+
+
 class RunFolderGuard(Callback):
-    """Claims the run folder before Hydra writes in it: refuses a folder that another process holds
-    or that already holds a finished run (Hydra would overwrite its `.hydra/` configs, Lightning its
-    logs and checkpoints), and gives a default-named folder a free name instead."""
+    """Claims the run folder before Hydra writes in it: refuses a folder that another process holds,
+    that already holds a finished run (Hydra would overwrite its `.hydra/` configs, Lightning its
+    logs and checkpoints) or that holds files of no run (a user's folder, `/`), and a `resume=` folder
+    that cannot be resumed; gives a default-named folder a free name instead."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from lightning.pytorch.utilities import rank_zero_only
@@ -101,40 +127,51 @@ class RunFolderGuard(Callback):
         if rank_zero_only.rank != 0:  # DDP: the other processes work in the folder process zero claimed
             return
         folder = Path(config.hydra.run.dir)
-        resume = config.get("resume")
-        named = resume or any(o.lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+        named = config.get("resume") or any(o.lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
         try:
             if named:
-                self._claim_named(folder, resume)
+                self._claim_named(config, folder)
             else:
                 self._claim_default(config, folder)
         except OSError as error:  # e.g. a path through a file, or no permission
-            _refuse(user_message(error))
+            refuse(user_message(error))
 
     @staticmethod
-    def _claim_named(folder: Path, resume: str | None) -> None:
+    def _claim_named(config: DictConfig, folder: Path) -> None:
+        resume = config.get("resume")
+
         def taken(holder) -> str:
             return (f"{folder} is in use by {holder} (one run per folder); wait for it to end, or choose another "
                     "folder with hydra.run.dir=DIR")
 
         finished = f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default " \
-                   f"each run gets its own dated folder), or continue a stopped run with resume={folder}"
-        if holds_run(folder) and not resume:  # (looked at before the claim, which writes its lock file)
-            holder = in_use_by(folder)
-            _refuse(taken(holder) if holder else finished)
+                   f"each run gets its own dated folder), or continue a stopped run with {shlex.quote(hydra_override('resume', str(folder)))}"
+        # looked at before the claim, which writes its lock file
+        if holder := in_use_by(folder):
+            refuse(taken(holder))
+        if resume:  # only a folder that resume= can continue: nothing is written in any other
+            _check_resumable(config)
+        elif holds_run(folder):
+            refuse(finished)
+        elif foreign(folder):
+            names = sorted(path.name for path in folder.iterdir())
+            held = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            refuse(f"{folder} is not empty and is not a train.py run folder (it holds {held}); a run writes its "
+                   "config.yaml, checkpoints and logs there, so choose a new or empty folder with hydra.run.dir=DIR "
+                   "(by default each run gets its own dated folder)")
         try:
             claim(folder)
         except FolderTaken as holder:
-            _refuse(taken(holder))
+            refuse(taken(holder))
         if holds_run(folder) and not resume:  # finished between the look and the claim
             release(folder)
-            _refuse(finished)
+            refuse(finished)
 
     @staticmethod
     def _claim_default(config: DictConfig, folder: Path) -> None:
         for number in itertools.count(1):  # the first free one of name, name_2, ...
             candidate = folder if number == 1 else folder.with_name(f"{folder.name}_{number}")
-            if holds_run(candidate):  # (looked at before the claim, which writes its lock file)
+            if holds_run(candidate) or foreign(candidate):  # (looked at before the claim, which writes its lock file)
                 continue
             try:
                 claim(candidate)

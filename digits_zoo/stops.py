@@ -15,6 +15,7 @@ has even read the command line.)
 
 from __future__ import annotations
 
+import re
 import shlex
 import signal
 import threading
@@ -91,7 +92,16 @@ def _stopped_trainer(signum: int, trainer, run_dir: str | Path) -> RunStopped:
 
     if trainer.state.fn == TrainerFn.TESTING:
         return _stopped(signum, run_dir, "during the test", trainer.current_epoch)
-    return _stopped(signum, run_dir, "during training", trainer.current_epoch, trainer.max_epochs)
+    return _stopped(signum, run_dir, "during training", trainer.current_epoch, trainer.max_epochs, _ending(trainer))
+
+
+def _ending(trainer) -> bool:
+    """Whether the trainer's epoch has run all its training batches and is ending (its validation, its
+    checkpoints): Lightning counts it in `current_epoch` only once its end's hooks have run."""
+    epochs, batches = trainer.fit_loop.epoch_progress.current, trainer.fit_loop.epoch_loop.batch_progress
+    if epochs.started <= epochs.completed:  # between epochs
+        return False
+    return epochs.processed > epochs.completed or (batches.is_last_batch and batches.current.completed == batches.current.ready)
 
 
 def stopped_outside(stop: KeyboardInterrupt | Terminated) -> RunStopped:
@@ -118,8 +128,25 @@ def _name(signum: int) -> str:
 
 def _command(folder: Path) -> str:
     """The command that resumes `folder`, with the folder as the user would type it here (relative to
-    the working directory where it lies in it)."""
-    return f"python train.py resume={shlex.quote(shown(folder))}"
+    the working directory where it lies in it), quoted for Hydra and then for the shell, so that
+    pasting it works whatever the folder's name."""
+    return f"python train.py {shlex.quote(hydra_override('resume', shown(folder)))}"
+
+
+def hydra_override(key: str, value: str) -> str:
+    """`key=value` as Hydra's override grammar reads it back: `value` in Hydra's quotes where its plain
+    form would read as something else (spaces, `,`, `=`, `[`, non-ASCII letters, `123`, `null`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        if OverridesParser.create().parse_override(f"{key}={value}").value() == value:
+            return f"{key}={value}"
+    except HydraException:
+        pass
+    # a quoted string: a backslash escapes a quote, and so do the backslashes before one or at the end
+    escaped = re.sub(r'(\\*)"', lambda match: match[1] * 2 + '\\"', value)
+    return f'{key}="' + re.sub(r"\\+$", lambda match: match[0] * 2, escaped) + '"'
 
 
 @dataclass(frozen=True)
@@ -173,12 +200,18 @@ def how_to_go_on(state: RunState, finished: int | None = 0, fix: str = "") -> st
     return f"{held}{then} the run goes on from there with: {command}"
 
 
-def _stopped(signum: int, run_dir: str | Path, where: str, finished: int = 0, max_epochs: int | None = None) -> RunStopped:
+def _stopped(signum: int, run_dir: str | Path, where: str, finished: int = 0, max_epochs: int | None = None,
+             ending: bool = False) -> RunStopped:
     """The line for a stop by `signum` of the run in `run_dir`, `where` it came. `finished`: the epochs
-    the trainer had finished; `max_epochs` for a stop in training, whose epoch the line then names."""
+    the trainer had finished; `max_epochs` for a stop in training, whose epoch the line then names;
+    `ending`: that epoch's training had run, and it was ending (its validation, its checkpoints)."""
     state, training = run_state(run_dir), max_epochs is not None
     if training and state.problem is None:
-        if state.done is None:
+        if ending and (state.done or 0) <= finished:  # its last.ckpt not written yet
+            where = f"during training, at the end of epoch {finished + 1} of {max_epochs}, before its checkpoint " \
+                    "was written"
+            finished = None  # (the epoch had finished, but nothing holds it)
+        elif state.done is None:
             where = f"during training, in epoch {finished + 1} of {max_epochs}"
         elif state.done >= state.total:
             where = "at the end of training"

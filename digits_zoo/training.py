@@ -9,18 +9,22 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.experimental.callback import Callback
 from hydra.utils import get_object, instantiate
+from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging, Timer, WeightAveraging
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.callbacks import EpochSeed
 from digits_zoo.checkpoints import AtomicCheckpointIO
-from digits_zoo.errors import ConfigError, check_count
+from digits_zoo.cli import user_message
+from digits_zoo.errors import ConfigError, check_count, check_number
 from digits_zoo.leaderboard import markdown
 from digits_zoo.lr_find import find_learning_rate
 from digits_zoo.module import DigitClassifier
 from digits_zoo.resume import keep_logged_epochs, load_resume
+from digits_zoo.run_folders import refuse
 from digits_zoo.stops import reporting_stops
 from digits_zoo.weights import load_pretrained
 from digits_zoo.writes import write_text_atomically
@@ -47,6 +51,51 @@ def check_accelerator(accelerator: str | None) -> None:
         raise ConfigError(f"trainer.accelerator={accelerator}, but torch sees no CUDA GPU here "
                           f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use trainer=cpu, "
                           "or the default trainer.accelerator=auto, which takes a GPU when there is one")
+
+
+# Trainer arguments that train() sets itself (a value in cfg.trainer would be silently replaced), and where they come from
+SET_BY_TRAIN = {
+    "callbacks": "callbacks come from the callbacks group: add one with +callbacks.NAME._target_=CLASS "
+                 "(and +callbacks.NAME.ARG=VALUE for its arguments)",
+    "logger": "loggers come from the logger group: logger=csv, tensorboard or mlflow, logger=[csv,tensorboard], or "
+              "~logger for none",
+    "plugins": "train.py sets the Trainer's plugins itself (its atomic checkpoint writing)",
+}
+
+
+def check_config(cfg: DictConfig, datamodule) -> None:
+    """The mistakes in a run's config that can be found before anything is written: each a ConfigError
+    (or the data module's DataError for missing files that download=false will not fetch)."""
+    check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
+    if cfg.trainer.get("limit_test_batches", 1) == 0:  # Lightning would skip trainer.test, which results.json reports
+        raise ConfigError("trainer.limit_test_batches=0 would skip the test that every run ends with (results.json and "
+                          "the leaderboard report it); keep it above 0, and compare recipes by best_val/acc")
+    for key, source in SET_BY_TRAIN.items():
+        if key in cfg.trainer:
+            raise ConfigError(f"trainer.{key} would be ignored: {source}")
+    check_accelerator(cfg.trainer.get("accelerator"))
+    seed = cfg.get("seed")  # (Lightning's bounds are numpy's)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not min_seed_value <= seed <= max_seed_value:
+        raise ConfigError(f"seed must be a whole number from {min_seed_value} to {max_seed_value}, got {seed!r}")
+    for key, positive in (("lr", True), ("eps", True), ("weight_decay", False)):  # (as DigitClassifier checks them)
+        if key in cfg.optimizer:
+            check_number(f"optimizer.{key}", cfg.optimizer[key], positive=positive)
+    datamodule.check_files()
+
+
+class ConfigCheck(Callback):
+    """configs/train.yaml's Hydra callback: `check_config` before Hydra makes the run folder, so that a
+    mistake in the command line leaves nothing behind. (`train` checks a resumed run's own config.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if config.get("resume"):
+            return
+        try:
+            check_config(config, instantiate(config.data))
+        except Exception as error:
+            if (message := user_message(error)) is None:
+                raise  # a bug: Hydra warns, and train() meets it again
+            refuse(message)
 
 
 def _drop_tips(record: logging.LogRecord) -> bool:
@@ -78,11 +127,8 @@ def train(cfg: DictConfig) -> dict:
     if resume:
         cfg = resume.cfg
         log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
-    check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
-    if cfg.trainer.get("limit_test_batches", 1) == 0:  # Lightning would skip trainer.test, which results.json reports
-        raise ConfigError("trainer.limit_test_batches=0 would skip the test that every run ends with (results.json and "
-                          "the leaderboard report it); keep it above 0, and compare recipes by best_val/acc")
-    check_accelerator(cfg.trainer.get("accelerator"))
+    datamodule = instantiate(cfg.data)
+    check_config(cfg, datamodule)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # with DDP every process runs train(cfg) in the same run folder; a resumed run keeps its config
@@ -90,7 +136,6 @@ def train(cfg: DictConfig) -> dict:
         write_text_atomically(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
     module = DigitClassifier(
         model=cfg.model.name,
         model_kwargs=OmegaConf.to_container(cfg.model, resolve=True).get("kwargs") or {},

@@ -10,6 +10,7 @@ import runpy
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 import torchvision
@@ -66,8 +67,8 @@ def assert_one_line(code: int, stderr: str, *expected: str) -> None:
     (["trainer.max_epochs=null"], ["trainer.max_epochs must be a whole number of at least 1, got None"]),
     (["logger=null"], ["a config group cannot be set to null on the command line", "~logger"]),
     (["+trainer.limit_test_batches=0"], ["trainer.limit_test_batches=0 would skip the test", "best_val/acc"]),
-    (["optimizer.lr=0"], ["optimizer.lr must be a number above 0, got 0"]),
-    (["optimizer.lr=-1e-3"], ["optimizer.lr must be a number above 0"]),
+    (["optimizer.lr=0"], ["optimizer.lr must be a finite number above 0, got 0"]),
+    (["optimizer.lr=-1e-3"], ["optimizer.lr must be a finite number above 0"]),
     (["data.val_size=1200"], ["data.val_size must be in [0, 1200), got 1200"]),
     (["data.dataset=Fashion"], ["unknown data.dataset 'Fashion'; choose one of MNIST, FashionMNIST"]),
     (["+model.kwargs.num_classes=5"], ["single_dense has 5 classes and MNIST 10; set model.kwargs.num_classes=10"]),
@@ -77,6 +78,26 @@ def test_configuration_mistakes(run_cli, overrides, expected):
     if overrides[0].startswith("+model"):
         overrides = ["model=single_dense", *overrides]
     assert_one_line(*run_cli(*overrides), *expected)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["seed=abc"], ["seed must be a whole number from 0 to 4294967295, got 'abc'"]),
+    (["seed=1.5"], ["seed must be a whole number from 0 to 4294967295, got 1.5"]),
+    (["seed=-1"], ["seed must be a whole number from 0 to 4294967295, got -1"]),
+    ([f"seed={2**40}"], [f"seed must be a whole number from 0 to 4294967295, got {2**40}"]),
+    (["optimizer.lr=inf"], ["optimizer.lr must be a finite number above 0, got inf"]),
+    (["optimizer.lr=nan"], ["optimizer.lr must be a finite number above 0, got nan"]),
+    (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay must be a finite number of at least 0, got -0.1"]),
+    (["+trainer.callbacks=[]"], ["trainer.callbacks would be ignored: callbacks come from the callbacks group",
+                                 "+callbacks.NAME._target_=CLASS"]),
+    (["+trainer.logger=false"], ["trainer.logger would be ignored: loggers come from the logger group", "~logger"]),
+    (["+trainer.plugins=[]"], ["trainer.plugins would be ignored"]),
+    (["data.data_dir=/nonexistent/x", "data.download=false"], ["MNIST files not found (download is off)",
+                                                               "/nonexistent/x/MNIST/raw"]),
+])
+def test_mistakes_found_before_anything_is_written(run_cli, tmp_path, overrides, expected):
+    assert_one_line(*run_cli(*overrides), *expected)
+    assert not (tmp_path / "run").exists()  # no run folder: no .hydra/, train.log or config.yaml
 
 
 def test_a_search_without_the_optuna_sweeper_names_the_extra(run_cli, monkeypatch):
@@ -92,8 +113,9 @@ def test_a_search_without_the_optuna_sweeper_names_the_extra(run_cli, monkeypatc
 def test_missing_data_folder_while_offline(run_cli, tmp_path, monkeypatch):
     # offline for certain: torchvision's download goes to a port that nothing listens on
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
-    code, stderr = run_cli(f"data.data_dir={tmp_path / 'empty'}", "data.download=true")
+    code, stderr = run_cli(f"data.data_dir={tmp_path / 'new' / 'data'}", "data.download=true")
     assert_one_line(code, stderr, "MNIST files not found (download failed", "DIGITS_ZOO_DATA_DIR")
+    assert not (tmp_path / "new").exists()  # the folders made for the download are gone with it
 
 
 @pytest.mark.parametrize("damage, expected", [
@@ -164,7 +186,7 @@ def _train_process(*args, env=None):
 def test_a_real_process_prints_one_line_and_exits_1(tiny_data, tmp_path):
     result = _train_process(f"data.data_dir={tiny_data}", "optimizer.lr=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: optimizer.lr must be a number above 0, got 0"
+    assert result.stderr.strip() == "error: optimizer.lr must be a finite number above 0, got 0"
 
 
 def test_the_debug_switch_shows_the_stack_trace(tmp_path):
@@ -201,3 +223,37 @@ def test_the_error_line_starts_a_line_of_its_own_after_a_progress_bar(tiny_data,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert result.returncode == 1 and "Sanity Checking" in result.stdout
     assert "\nerror: Lightning: `val_check_interval`" in result.stdout
+
+
+class OutOfMemory(L.Callback):
+    """Runs out of memory in the first batch of epoch `epoch`: a real allocation the CPU cannot give
+    (`where="cpu"`), or torch's OutOfMemoryError as a GPU raises it (there may be no GPU here)."""
+
+    def __init__(self, where: str, epoch: int = 0):
+        self.where, self.epoch = where, epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.current_epoch < self.epoch:
+            return
+        if self.where == "cpu":
+            torch.empty(2**50, dtype=torch.uint8)  # a petabyte
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
+                                     "79.25 GiB of which 3.12 GiB is free. Including non-PyTorch memory, ...")
+
+
+@pytest.mark.parametrize("where, epoch, expected", [
+    ("gpu", 0, "error: out of GPU memory (it asked for 20.00 GiB more); a smaller data.batch_size or "
+               "data.eval_batch_size needs less, and no checkpoints/last.ckpt was written, so there is nothing to "
+               "resume: start the run again"),
+    ("cpu", 1, "error: out of CPU memory (it asked for 1125899.9 GB more); checkpoints/last.ckpt holds epoch 1 of 2; "
+               "free memory, then the run goes on from there with: python train.py resume=run; or start a new run "
+               "with a smaller data.batch_size or data.eval_batch_size"),
+])
+def test_out_of_memory_says_what_ran_out_and_how_to_go_on(tiny_data, tmp_path, where, epoch, expected):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"data.data_dir={tiny_data}", "data.val_size=200", "trainer.max_epochs=2",
+         "trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "hydra.run.dir=run",
+         "+callbacks.oom._target_=tests.test_errors.OutOfMemory",
+         f"+callbacks.oom.where={where}", f"+callbacks.oom.epoch={epoch}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stderr.strip() == expected, result.stderr

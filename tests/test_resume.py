@@ -24,6 +24,7 @@ from digits_zoo.checkpoints import AtomicCheckpointIO
 from digits_zoo.module import DivergedError
 from digits_zoo.predict import load_model
 from digits_zoo.resume import ResumeError, load_resume
+from digits_zoo.stops import hydra_override
 from digits_zoo.training import train
 from digits_zoo.weights import WeightsError
 from tests.conftest import ROOT
@@ -62,7 +63,7 @@ class Overdrive(L.Callback):
 def start_train(tiny_data: Path, run: Path, *overrides: str) -> subprocess.Popen:
     """`python train.py` on the tiny data, writing to `run`; its output goes to files beside it."""
     args = [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu",
-            "trainer.log_every_n_steps=1", "logger=csv", f"hydra.run.dir={run}", *overrides]
+            "trainer.log_every_n_steps=1", "logger=csv", hydra_override("hydra.run.dir", str(run)), *overrides]
     return popen_train(run.parent, run.name, *args)
 
 

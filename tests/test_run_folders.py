@@ -6,6 +6,7 @@ Real processes, started together."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 import digits_zoo.cli  # noqa: F401 (registers the configs' ${if_resume:...} resolver)
-from digits_zoo.run_folders import RunFolderGuard
+from digits_zoo.run_folders import RunFolderGuard, in_use_by
 from tests.conftest import CONFIGS, ROOT
 from tests.test_resume import finish, popen_train, wait_for
 
@@ -157,3 +158,68 @@ def test_a_folder_held_by_another_process_is_refused_in_process(tmp_path, overri
     finally:
         holder.kill()
         holder.wait()
+
+
+def user_folder(path: Path) -> dict[str, bytes]:
+    """A folder of a user's own files (one named as a run's would be); returns its contents."""
+    (path / "notes").mkdir(parents=True)
+    (path / "config.yaml").write_text("mine: true\n")
+    (path / "notes" / "todo.txt").write_text("keep me\n")
+    return contents(path)
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"" for p in sorted(folder.rglob("*"))}
+
+
+def test_a_folder_of_a_users_own_files_is_refused_and_left_as_it_was(tmp_path):
+    folder = tmp_path / "mine"
+    before = user_folder(folder)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=fast", "hydra.run.dir=mine"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert only_line(result.stderr) == (
+        "error: mine is not empty and is not a train.py run folder (it holds config.yaml, notes); a run writes its "
+        "config.yaml, checkpoints and logs there, so choose a new or empty folder with hydra.run.dir=DIR (by default "
+        "each run gets its own dated folder)")
+    assert contents(folder) == before
+
+
+def guard_config(run_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True)
+
+
+@pytest.mark.parametrize("leftovers", [[], [".run.lock", ".hydra/config.yaml", "train.log", "config.yaml"]],
+                         ids=["empty", "left by a refused start"])
+def test_an_empty_folder_or_one_left_by_a_refused_start_is_claimed(tmp_path, leftovers):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in leftovers:
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).write_text("")
+    cfg = guard_config(run)
+    guard = RunFolderGuard()
+    guard.on_run_start(config=cfg)
+    try:
+        assert in_use_by(run).startswith(f"train.py, pid {os.getpid()} on")  # claimed by this process
+    finally:
+        guard.on_run_end(config=cfg)
+
+
+def test_the_root_folder_is_refused_and_a_default_name_passes_over_a_users_folder(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        RunFolderGuard().on_run_start(config=guard_config(Path("/")))
+    assert exit_info.value.code == 1 and not Path("/.run.lock").exists()
+    assert only_line(capsys.readouterr().err).startswith("error: / is not empty and is not a train.py run folder")
+
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    default = Path(cfg.hydra.run.dir)
+    before = user_folder(tmp_path / default)  # (a user's folder named as a run's would be)
+    guard = RunFolderGuard()
+    guard.on_run_start(config=cfg)
+    guard.on_run_end(config=cfg)
+    assert cfg.hydra.run.dir == str(default.with_name(default.name + "_2"))
+    assert contents(tmp_path / default) == before

@@ -50,10 +50,11 @@ class Marks(L.Callback):
         self._mark(f"test-batch{batch_idx}")
 
 
-def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides: str) -> tuple[Path, int, str]:
-    """Start a run in tmp_path/run, send `signum` once `mark` is there; (run folder, exit code, the one
+def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides: str,
+            name: str = "run") -> tuple[Path, int, str]:
+    """Start a run in tmp_path/`name`, send `signum` once `mark` is there; (run folder, exit code, the one
     line on stderr, checked to be the only one and to start with `stopped: `)."""
-    run, marks = tmp_path / "run", tmp_path / "marks"
+    run, marks = tmp_path / name, tmp_path / "marks"
     # (where SIGINT is ignored, as in a script's background job, a process started would inherit that)
     ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -64,7 +65,7 @@ def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides:
     before = checkpoint_bytes(run)
     process.send_signal(signum)
     code = process.wait(timeout=120)
-    stderr = (tmp_path / "run.stderr").read_text()
+    stderr = (tmp_path / f"{name}.stderr").read_text()
     assert "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stopped: "), stderr
@@ -145,6 +146,49 @@ def test_a_signal_during_the_test_of_an_early_stopped_run_says_that_resuming_onl
     assert not (tmp_path / "marks" / f"epoch{epochs}-batch0").exists()
 
 
+def test_the_resume_command_works_pasted_into_a_shell_whatever_the_folder_is_called(tiny_data, tmp_path):
+    name = "sp ace, ü 数=[1]"  # each of these would break a plain resume=... for Hydra or the shell
+    run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=1", name=name)
+    command = line[line.index("python train.py"):line.index(" runs the test")]
+    assert code == 143 and command == """python train.py 'resume="sp ace, ü 数=[1]"'"""
+
+    pasted = command.replace("python train.py", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'train.py'))}")
+    resumed = subprocess.run(["bash", "-c", pasted], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "results.json").read_text())["epochs"] == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["marks", name, f"{name}.stderr",
+                                                                       f"{name}.stdout"])  # no other run folder
+
+
+class CtrlCTwiceWhileSaving(L.Callback):
+    """Ctrl+C in the run's first checkpoint save, and again while Lightning shuts down after it."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("checkpoint", ["best", "last"])
+def test_ctrl_c_twice_while_the_first_checkpoint_is_saved_says_the_epoch_had_ended(tiny_data, tmp_path, checkpoint):
+    # the best checkpoint is saved after the epoch's validation, last.ckpt after that (or first, without the best)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job's children ignore it)
+    try:
+        process = start_train(tiny_data, tmp_path / "run", "trainer.max_epochs=2",
+                              "+callbacks.ctrl_c._target_=tests.test_signals.CtrlCTwiceWhileSaving",
+                              *(["~callbacks.model_checkpoint"] if checkpoint == "last" else []))
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert process.wait(timeout=300) == 130
+    stderr = (tmp_path / "run.stderr").read_text()
+    assert stderr.strip().splitlines() == [
+        "stopped: SIGINT (Ctrl+C) during training, at the end of epoch 1 of 2, before its checkpoint was written; "
+        "no checkpoints/last.ckpt was written, so there is nothing to resume: start the run again"], stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
 class SigtermIn(L.Callback):
     """Sends this process SIGTERM in `setup` of the fit (before Lightning has its own handler) or in the
     last batch of the test (where Lightning no longer stops early)."""
@@ -180,3 +224,17 @@ def test_ctrl_c_before_the_run_is_one_line_too(monkeypatch, capsys):
         raise KeyboardInterrupt
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "stopped: SIGINT (Ctrl+C) before the run started\n"
+
+
+@pytest.mark.parametrize("script, what", [("train.py", "run"), ("eval.py", "evaluation")])
+def test_sigterm_while_python_imports_is_one_line_too(tmp_path, script, what):
+    process = subprocess.Popen([sys.executable, str(ROOT / script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
+    while "libtorch" not in maps.read_text():  # torch's library is loading: a second or more of imports to go
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143
+    assert stderr == f"stopped: SIGTERM before the {what} started\n"
