@@ -81,9 +81,8 @@ TRUSTED_VARIABLE = "DIGITS_ZOO_TRUSTED_TARGETS"
 # What a saved config.yaml may build: the targets of configs/ (a test checks that this holds them all)...
 TRUSTED_TARGETS = frozenset({
     "digits_zoo.callbacks.progress_bar", "digits_zoo.checkpoints.ModelCheckpoint", "digits_zoo.data.MNISTDataModule",
-    "digits_zoo.leaderboard.LeaderboardCallback", "digits_zoo.run_folders.RunFolderGuard", "digits_zoo.workers.WatchedDDP",
-    "digits_zoo.training.ConfigCheck",
-    "lightning.pytorch.Trainer",
+    "digits_zoo.leaderboard.LeaderboardCallback", "digits_zoo.run_folders.RunFolderGuard",
+    "digits_zoo.training.ConfigCheck", "digits_zoo.workers.WatchedDDP", "lightning.pytorch.Trainer",
     "datetime.timedelta",  # (ModelCheckpoint's train_time_interval)
 })
 # ...and each callback and logger that Lightning exports from these modules, by that name
