@@ -1,8 +1,10 @@
 """A soak of the faults together: short trainings in random order, each hit by a random fault
-(SIGKILL, SIGTERM, a full disk, a second process on its folder, or none), resumed where they can
-be, and then every run folder checked: complete and consistent (config, checkpoints, results.json,
-CSV and plots all of one run, with the test metrics of an uninterrupted run), or clearly
-incomplete and not resumable. Real processes, real signals, a real small file system (as root)."""
+(SIGKILL, SIGTERM, a full disk, a second process on its folder, a user's own folder as the run
+folder, a stopped DDP worker, or none), resumed where they can be, and then every run folder
+checked: complete and consistent (config, checkpoints, results.json, CSV and plots all of one run,
+with the test metrics of an uninterrupted run), or clearly incomplete and not resumable, a user's
+folder untouched, and the leaderboard of them all, with a malformed results.json beside the runs.
+Real processes, real signals, a real small file system (as root)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,12 +24,16 @@ import yaml
 from matplotlib.image import imread
 
 from digits_zoo.resume import ResumeError, load_resume
+from tests.test_ddp import is_running, worker_pid
 from tests.test_resume import finish, popen_train, wait_for
+from tests.test_run_folders import contents, user_folder
+from tests.test_untrusted import write_malformed
 
 SEED = int(os.environ.get("DIGITS_ZOO_SOAK_SEED", "2026"))  # the order and the faults; printed on failure
-RUNS = 7
+RUNS = 8
 EPOCHS = 3
-FAULTS = ("none", "sigkill", "sigterm", "disk_full", "second_process")
+FAULTS = ("none", "sigkill", "sigterm", "disk_full", "second_process", "users_folder", "stopped_ddp_worker")
+DDP = ("trainer=ddp", "trainer.devices=2", "trainer.strategy.timeout_s=10")
 
 
 @pytest.fixture
@@ -57,12 +64,14 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
-def check_complete(run: Path, reference: dict) -> None:
-    """Everything in `run` is of one whole run, which ended as the uninterrupted one did."""
+def check_complete(run: Path, reference: dict | None) -> None:
+    """Everything in `run` is of one whole run, which ended as the uninterrupted one did (`reference`'s
+    test metrics; None for a DDP run, whose processes see the data in other batches)."""
     results = json.loads((run / "results.json").read_text())
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert results["model"] == config["model"]["name"] == "flatten_mlp" and results["epochs"] == EPOCHS
-    assert (results["test/acc"], results["test/loss"]) == (reference["test/acc"], reference["test/loss"])
+    if reference is not None:
+        assert (results["test/acc"], results["test/loss"]) == (reference["test/acc"], reference["test/loss"])
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == EPOCHS - 1 and last["hyper_parameters"]["model"] == "flatten_mlp"
     assert len(list((run / "checkpoints").glob("best-epoch*.ckpt"))) == 1
@@ -91,13 +100,26 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
     outcomes = []
     for number, fault in enumerate(faults):
         run, marks, name = disk / f"run{number}", tmp_path / f"marks{number}", f"run{number}"
-        process = popen_train(tmp_path, name, *paced(tiny_data, run, marks))
-        epoch, batch = rng.randrange(EPOCHS), rng.randrange(32)
+        if fault == "users_folder":  # refused before anything is written, and left as it was
+            before = user_folder(run)
+            process = popen_train(tmp_path, name, *paced(tiny_data, run, marks))
+            stderr = finish(process, tmp_path, name)
+            assert process.returncode == 1 and stderr.startswith(f"error: {run} is not empty and is not a train.py run "
+                                                                 "folder") and len(stderr.splitlines()) == 1, stderr
+            assert contents(run) == before
+            print(f"{run.name}: {fault}: refused, the user's files untouched")
+            continue
+        ddp = fault == "stopped_ddp_worker"
+        process = popen_train(tmp_path, name, *paced(tiny_data, run, marks), *(DDP if ddp else ()))
+        worker = worker_pid(process) if ddp else None
+        epoch, batch = rng.randrange(EPOCHS), rng.randrange(8 if ddp else 32)  # (each DDP process has a share)
         where = f"{fault} in epoch {epoch + 1} after batch {batch + 1}"
         if fault != "none":
             wait_for(marks / f"epoch{epoch}-group{batch}", lambda: process.poll() is None)
         filler = None
-        if fault == "sigkill":
+        if fault == "stopped_ddp_worker":
+            os.kill(worker, signal.SIGSTOP)
+        elif fault == "sigkill":
             process.send_signal(signal.SIGKILL)
         elif fault == "sigterm":
             process.send_signal(signal.SIGTERM)
@@ -110,8 +132,13 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
             (marks / "hold").unlink()
             assert other.returncode == 1 and f"{run} is in use by train.py, pid {process.pid}" in stderr, where
         stderr = finish(process, tmp_path, name)
-        expected = {"none": 0, "sigkill": -signal.SIGKILL, "sigterm": 143, "disk_full": 1, "second_process": 0}
+        expected = {"none": 0, "sigkill": -signal.SIGKILL, "sigterm": 143, "disk_full": 1, "second_process": 0,
+                    "stopped_ddp_worker": 1}
         assert process.returncode == expected[fault], (where, stderr)
+        if ddp:  # the first process waited trainer.strategy.timeout_s, and ended the stopped worker too
+            assert stderr.startswith(f"error: DDP worker rank 1 (pid {worker}) is stopped (SIGSTOP or Ctrl+Z) and did "
+                                     "not answer within 10 s") and len(stderr.splitlines()) == 1, (where, stderr)
+            assert not is_running(worker, run), where
         if fault == "disk_full":
             assert stderr.strip().splitlines()[-1].startswith("error: cannot write ") and "Traceback" not in stderr, \
                 (where, stderr)
@@ -127,17 +154,27 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
             resumed = popen_train(tmp_path, f"{name}_resume{attempt}", f"resume={run}")
             stderr = finish(resumed, tmp_path, f"{name}_resume{attempt}")
             assert resumed.returncode == 0, (where, stderr)
-        outcomes.append((run, where))
+        outcomes.append((run, where, ddp))
 
     complete = 0
-    for run, where in outcomes:
+    for run, where, ddp in outcomes:
         if (run / "results.json").exists():
-            check_complete(run, reference)
+            check_complete(run, None if ddp else reference)
             complete += 1
-            print(f"{run.name}: {where}: complete, the uninterrupted run's test metrics")
+            same = "" if ddp else ", the uninterrupted run's test metrics"
+            print(f"{run.name}: {where}: complete{same}")
         else:  # clearly incomplete: no results, no last checkpoint, and resume= says so
             assert not (run / "checkpoints" / "last.ckpt").exists(), where
             with pytest.raises(ResumeError, match="no checkpoints/last.ckpt"):
                 load_resume(run, check_overrides=False)
             print(f"{run.name}: {where}: incomplete, nothing to resume")
     assert complete >= RUNS // 2, outcomes
+
+    # the leaderboard of them all stands, with a results.json beside them that train.py did not write
+    malformed = write_malformed(disk / "copied_by_hand", b"{not json")
+    board = subprocess.run([sys.executable, "-m", "digits_zoo.leaderboard", str(disk)], capture_output=True, text=True,
+                           timeout=120)
+    assert board.returncode == 0, board.stderr
+    assert board.stderr.strip().splitlines() == [f"warning: skipped {malformed}: not JSON (Expecting property name "
+                                                 "enclosed in double quotes: line 1 column 2 (char 1))"], board.stderr
+    assert sum(line.startswith("| flatten_mlp ") for line in board.stdout.splitlines()) == complete, board.stdout
