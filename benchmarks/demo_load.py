@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.test_demo, run from anywhere
 
+from docs.tables import demo_load_table  # noqa: E402
 from tests.test_demo import SEVEN, canvas_png, worst_case_pictures  # noqa: E402
 
 
@@ -100,12 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print("| picture | body | requests | answers | p50 | p95 |\n|---|---:|---:|---|---:|---:|")
-    for kind, row in results["kinds"].items():
-        statuses = ", ".join(f"{count} x {status}" for status, count in sorted(row["statuses"].items()))
-        print(f"| {kind} | {row['bytes'] / 1000:,.0f} kB | {row['requests']} | {statuses} | {row['p50_ms']:,.0f} ms | {row['p95_ms']:,.0f} ms |")
-    print(f"\nserver memory: {results['server_rss_mb_after_warm_up']} MB after the warm-up, "
-          f"{results['server_peak_rss_mb']} MB at its peak (VmHWM); wrote {args.json}")
+    print(demo_load_table(str(args.json.resolve().relative_to(ROOT))))
+    print(f"wrote {args.json}; python docs/tables.py puts the table into docs/predict.md")
     return 0
 
 

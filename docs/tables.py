@@ -15,6 +15,7 @@ A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end t
     seeds CSV               the same, one row per group of seeds: mean, std, 95% CI, Welch's t-test
     config-groups           every config group under configs/ and its options, from their comments
     config-options          every plain option of train.yaml, data/mnist.yaml and trainer/default.yaml
+    demo-load JSON          the demo under load, from the JSON that benchmarks/demo_load.py wrote
 """
 
 from __future__ import annotations
@@ -112,8 +113,20 @@ def config_options_table() -> str:
     return table(["option", "default", "what it does"], rows)
 
 
+def demo_load_table(json_path: str) -> str:
+    import json
+
+    results = json.loads((ROOT / json_path).read_text())
+    rows = [[kind, f"{row['bytes'] / 1000:,.0f} kB", str(row["requests"]),
+             ", ".join(f"{count} x {status}" for status, count in sorted(row["statuses"].items())),
+             f"{row['p50_ms']:,.0f} ms", f"{row['p95_ms']:,.0f} ms"] for kind, row in results["kinds"].items()]
+    return (table(["picture", "body", "requests", "answers", "p50", "p95"], rows)
+            + f"\nThe server used {results['server_rss_mb_after_warm_up']} MB after the warm-up and "
+            f"{results['server_peak_rss_mb']} MB at its peak (VmHWM).\n")
+
+
 TABLES = {"weights": weights_table, "leaderboard": leaderboard_table, "seeds": seeds_table,
-          "config-groups": config_groups_table, "config-options": config_options_table}
+          "config-groups": config_groups_table, "config-options": config_options_table, "demo-load": demo_load_table}
 
 
 VALUE = re.compile(r"(?P<value>\d[\d.]*%?)(?P<comment><!-- = (?P<source>\S+) -->)")
