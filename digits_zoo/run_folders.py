@@ -56,7 +56,9 @@ def claim(folder: Path) -> None:
 
 
 def in_use_by(folder: Path) -> str | None:
-    """Who holds `folder`'s lock now, or None; creates nothing."""
+    """Which other process holds `folder`'s lock now, or None; creates nothing."""
+    if folder.resolve() in _held:  # this process (e.g. a failed run in it, resumed by the same process)
+        return None
     try:
         descriptor = os.open(folder / LOCK_NAME, os.O_RDONLY)
     except FileNotFoundError:

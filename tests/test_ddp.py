@@ -321,4 +321,4 @@ def test_the_timeout_is_checked():
     cfg = compose_train("trainer=ddp", "trainer.strategy.timeout_s=0")
     with pytest.raises(Exception) as caught:
         instantiate(cfg.trainer.strategy)
-    assert user_message(caught.value) == "trainer.strategy.timeout_s must be a number above 0, got 0"
+    assert user_message(caught.value) == "trainer.strategy.timeout_s must be a finite number above 0, got 0"

@@ -67,7 +67,7 @@ def test_an_unknown_table_is_one_line(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("<!-- table: nonsense -->\n<!-- end table -->\n")
     result = tables("--check", str(page))
-    assert result.returncode == 1 and result.stderr == f"error: {page}: unknown table 'nonsense'; known: weights, leaderboard, seeds, config-groups, config-options\n"
+    assert result.returncode == 1 and result.stderr == f"error: {page}: unknown table 'nonsense'; known: weights, leaderboard, seeds, config-groups, config-options, demo-load\n"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

@@ -18,7 +18,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 import digits_zoo.cli  # noqa: F401 (registers the configs' ${if_resume:...} resolver)
-from digits_zoo.run_folders import RunFolderGuard, in_use_by
+from digits_zoo import run_folders
+from digits_zoo.run_folders import LOCK_NAME, RunFolderGuard, in_use_by
 from tests.conftest import CONFIGS, ROOT
 from tests.test_resume import finish, popen_train, wait_for
 
@@ -202,7 +203,8 @@ def test_an_empty_folder_or_one_left_by_a_refused_start_is_claimed(tmp_path, lef
     guard = RunFolderGuard()
     guard.on_run_start(config=cfg)
     try:
-        assert in_use_by(run).startswith(f"train.py, pid {os.getpid()} on")  # claimed by this process
+        assert run.resolve() in run_folders._held  # claimed by this process
+        assert (run / LOCK_NAME).read_text().startswith(f"train.py, pid {os.getpid()} on")
     finally:
         guard.on_run_end(config=cfg)
 
