@@ -245,7 +245,7 @@ class OutOfMemory(L.Callback):
     ("gpu", 0, "error: out of GPU memory (it asked for 20.00 GiB more); a smaller data.batch_size or "
                "data.eval_batch_size needs less, and no checkpoints/last.ckpt was written, so there is nothing to "
                "resume: start the run again"),
-    ("cpu", 1, "error: out of CPU memory (it asked for 1125899.9 GB more); checkpoints/last.ckpt holds epoch 1 of 2; "
+    ("cpu", 1, "error: out of CPU memory (it asked for 1.1 PB more); checkpoints/last.ckpt holds epoch 1 of 2; "
                "free memory, then the run goes on from there with: python train.py resume=run; or start a new run "
                "with a smaller data.batch_size or data.eval_batch_size"),
 ])

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 import digits_zoo.cli  # noqa: F401 (registers the configs' ${if_resume:...} resolver)
 from digits_zoo import run_folders
-from digits_zoo.run_folders import LOCK_NAME, RunFolderGuard, in_use_by
+from digits_zoo.run_folders import LOCK_NAME, RunFolderGuard
 from tests.conftest import CONFIGS, ROOT
 from tests.test_resume import finish, popen_train, wait_for
 
