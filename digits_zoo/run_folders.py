@@ -110,11 +110,15 @@ def _check_resumable(config: DictConfig) -> None:
 
     from digits_zoo.resume import ResumeError, load_resume
 
-    HydraConfig.instance().set_config(config)  # (as the job will have it: load_resume checks its overrides)
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.set_config(config)  # as the job will have it (load_resume checks its overrides), for now
     try:
         load_resume(config.resume)
     except ResumeError as error:
         refuse(user_message(error))
+    finally:  # (Hydra sets it for the job, and puts back what was there before when the job ends)
+        hydra_config.cfg = before
 
 
 class RunFolderGuard(Callback):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 import digits_zoo.cli  # noqa: F401 (registers the configs' ${if_resume:...} resolver)
 from digits_zoo import run_folders
@@ -225,3 +226,14 @@ def test_the_root_folder_is_refused_and_a_default_name_passes_over_a_users_folde
     guard.on_run_end(config=cfg)
     assert cfg.hydra.run.dir == str(default.with_name(default.name + "_2"))
     assert contents(tmp_path / default) == before
+
+
+def test_checking_a_resume_folder_leaves_no_hydra_config_behind(tmp_path, capsys):
+    # (it sets Hydra's config for load_resume; left set, it would be the config of the next job in this
+    # process, e.g. an eval.py run in a notebook)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(SystemExit):  # no config.yaml: not a run folder to resume
+        RunFolderGuard().on_run_start(config=guard_config(run, f"resume={run}"))
+    assert not HydraConfig.initialized()
+    assert only_line(capsys.readouterr().err).startswith(f"error: resume={run}: no config.yaml")
