@@ -15,6 +15,24 @@ CONFIGS = ROOT / "configs"
 os.environ.setdefault("DIGITS_ZOO_TRUSTED_TARGETS", "tests.")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true",
+                     help="run every tier: the fast one, the slow one and the real-data one (as CI does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Plain `pytest` is the contributor's loop: the slow and real-data tiers skip, saying how to run them."""
+    if config.getoption("--all"):
+        return
+    tiers = {"slow": pytest.mark.skip(reason="slow tier: pytest --all runs it"),
+             "real_data": pytest.mark.skip(reason="real-data tier: pytest --all runs it, with DIGITS_ZOO_DATA_DIR set")}
+    for item in items:
+        for marker, skip in tiers.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
+                break
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A data root with 1,200 training and 300 test images of learnable synthetic digits."""

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # real train.py processes, a sweep and an Optuna study
+
 
 def run_train(*overrides, cwd):
     return subprocess.run(

@@ -157,6 +157,7 @@ def image_set(rows: torch.Tensor) -> set[bytes]:
     return {row.tobytes() for row in rows.numpy()}
 
 
+@pytest.mark.slow  # real DDP runs of two processes
 def test_both_processes_work_in_one_run_folder_and_one_writes_it(ddp_run):
     result, run, _ = ddp_run
     assert "Traceback" not in result.stderr and "sync_dist" not in result.stderr
@@ -170,6 +171,7 @@ def test_both_processes_work_in_one_run_folder_and_one_writes_it(ddp_run):
     assert len([r for r in rows if r["train/acc"]]) == 2 and len([r for r in rows if r["val/acc"]]) == 2
 
 
+@pytest.mark.slow  # real DDP runs of two processes
 def test_each_process_trains_and_tests_on_its_own_share(ddp_run, tiny_splits):
     _, _, (rank0, rank1) = ddp_run
     fit_images = image_set(as_rows(tiny_splits.splits["fit"][0]))
@@ -184,6 +186,7 @@ def test_each_process_trains_and_tests_on_its_own_share(ddp_run, tiny_splits):
     assert image_set(first) | image_set(second) == image_set(as_rows(tiny_splits.splits["test"][0]))
 
 
+@pytest.mark.slow  # real DDP runs of two processes
 def test_gradients_are_averaged_at_every_optimiser_step(ddp_run, tiny_data, tmp_path):
     """Identical weights in both processes, and those of one process training on the two shares'
     batches together (batch 2 x 32): every backward of a group of batches was averaged."""
@@ -195,6 +198,7 @@ def test_gradients_are_averaged_at_every_optimiser_step(ddp_run, tiny_data, tmp_
         assert torch.allclose(value, rank0["weights"][name], rtol=0, atol=1e-5), name
 
 
+@pytest.mark.slow  # real DDP runs of two processes
 def test_test_metrics_equal_a_single_process_evaluation_of_the_checkpoint(ddp_run, tiny_splits, tmp_path):
     _, run, _ = ddp_run
     results = json.loads((run / "results.json").read_text())
@@ -209,6 +213,7 @@ def test_test_metrics_equal_a_single_process_evaluation_of_the_checkpoint(ddp_ru
     assert sum(map(sum, counts)) == 300  # every test image counted once, across both processes
 
 
+@pytest.mark.slow  # real DDP runs of two processes
 def test_an_error_every_process_meets_is_one_line(tiny_data, tmp_path):
     result = run_ddp(f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=5000",
                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -265,6 +270,7 @@ def resume_command(run: Path) -> str:
 
 # each of these runs 2 processes for 15-35 s: what a lost worker takes (a kill half-way through a
 # short run; then the timeout, or Lightning's 5 s looks at its workers, or the resumed run)
+@pytest.mark.slow  # real DDP runs of two processes
 def test_a_worker_that_stops_answering_ends_the_run_after_the_timeout_with_one_line(tiny_data, tmp_path):
     run, marks = tmp_path / "run", tmp_path / "marks"
     process = start_ddp(tiny_data, run, marks, "trainer.strategy.timeout_s=10")
@@ -283,6 +289,7 @@ def test_a_worker_that_stops_answering_ends_the_run_after_the_timeout_with_one_l
         process.kill()
 
 
+@pytest.mark.slow  # real DDP runs of two processes
 def test_a_worker_killed_mid_training_ends_the_run_with_one_line_and_the_run_resumes(tiny_data, tmp_path):
     run, marks = tmp_path / "run", tmp_path / "marks"
     process = start_ddp(tiny_data, run, marks)
@@ -301,6 +308,7 @@ def test_a_worker_killed_mid_training_ends_the_run_with_one_line_and_the_run_res
     assert json.loads((run / "results.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow  # real DDP runs of two processes
 def test_a_worker_that_dies_before_it_connects_ends_the_run_with_one_line(tiny_data, tmp_path):
     # the first process waits for it to connect (for trainer.strategy.timeout_s); Lightning's look
     # at its workers, every 5 s, finds it dead

@@ -248,6 +248,7 @@ def test_at_most_max_readings_pictures_are_read_at_once_and_the_others_wait(lene
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.slow  # the real demo command
 def test_a_bad_checkpoint_is_one_line_and_exit_code_1(tmp_path):
     result = subprocess.run([sys.executable, "-m", "digits_zoo.demo", "--checkpoint", str(tmp_path / "missing.ckpt")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -276,6 +277,7 @@ def test_an_unknown_start_model_or_a_taken_port_is_one_line(capsys):
     assert line == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another with --port (or --host)"
 
 
+@pytest.mark.slow  # the real demo command
 @pytest.mark.parametrize("signum, line", [(signal.SIGINT, "stopped: SIGINT (Ctrl+C); the demo is closed"),
                                           (signal.SIGTERM, "stopped: SIGTERM; the demo is closed")],
                          ids=["SIGINT", "SIGTERM"])

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the real demo command, driven in Chromium
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, offline: no sandbox (CI runs as root), no GPU, no calls home.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

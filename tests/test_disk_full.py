@@ -85,6 +85,7 @@ def small_disk(tmp_path):
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)  # lazily, if something holds it
 
 
+@pytest.mark.slow  # real train.py processes on a small real file system
 def test_a_disk_that_fills_in_epoch_2_ends_with_one_line_and_the_resume_finishes(tiny_data, tmp_path, small_disk):
     disk = small_disk(24)
     filler = disk / "filler"
@@ -112,6 +113,7 @@ def test_a_disk_that_fills_in_epoch_2_ends_with_one_line_and_the_resume_finishes
     assert [float(row["epoch"]) for row in rows if row["val/acc"]] == [0, 1, 2]
 
 
+@pytest.mark.slow  # real train.py processes on a small real file system
 def test_a_disk_too_small_for_the_first_checkpoint_says_there_is_nothing_to_resume(tiny_data, tmp_path, small_disk):
     disk = small_disk(4)
     result = train_process(tiny_data, tmp_path, "disk/run", *KERAS)

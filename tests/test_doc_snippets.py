@@ -227,6 +227,7 @@ def check_transcript(block: Block, places: dict, data_dir: Path) -> None:
         assert missing == [], f"{block}: {command} no longer prints these lines; it printed:\n{output}"
 
 
+@pytest.mark.slow  # runs each command of the docs' transcripts as a process
 @pytest.mark.parametrize("block", of_kind("transcript", real_data=False), ids=str)
 def test_transcript_is_what_the_commands_print(block, places):
     check_transcript(block, places, places["data"])

@@ -111,7 +111,7 @@ def test_the_run_pictures_in_the_docs_are_those_of_the_measured_run():
 
 
 def test_the_demo_picture_shows_the_shipped_model_as_it_is():
-    # made by DIGITS_ZOO_DEMO_SCREENSHOT=docs/images/demo.png pytest tests/test_demo_browser.py, which
+    # made by DIGITS_ZOO_DEMO_SCREENSHOT=docs/images/demo.png pytest --all tests/test_demo_browser.py, which
     # writes the model menu's text as the PNG's Title
     from PIL import Image
 

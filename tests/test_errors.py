@@ -183,12 +183,14 @@ def _train_process(*args, env=None):
                           timeout=300, env=env)
 
 
+@pytest.mark.slow  # a real train.py process
 def test_a_real_process_prints_one_line_and_exits_1(tiny_data, tmp_path):
     result = _train_process(f"data.data_dir={tiny_data}", "optimizer.lr=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: optimizer.lr must be a finite number above 0, got 0"
 
 
+@pytest.mark.slow  # a real train.py process
 def test_the_debug_switch_shows_the_stack_trace(tmp_path):
     env = {**os.environ, "DIGITS_ZOO_DEBUG": "1"}
     result = _train_process("trainer.max_epoch=3", f"hydra.run.dir={tmp_path / 'run'}", env=env)
@@ -216,6 +218,7 @@ def test_a_value_error_from_our_own_code_keeps_its_stack_trace():
         assert user_message(error) is None
 
 
+@pytest.mark.slow  # a real train.py process
 def test_the_error_line_starts_a_line_of_its_own_after_a_progress_bar(tiny_data, tmp_path):
     # (as in a log: python train.py ... > log 2>&1); the sanity check's bar has drawn before the error
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"data.data_dir={tiny_data}", "data.val_size=200",
@@ -241,6 +244,7 @@ class OutOfMemory(L.Callback):
                                      "79.25 GiB of which 3.12 GiB is free. Including non-PyTorch memory, ...")
 
 
+@pytest.mark.slow  # a real train.py process
 @pytest.mark.parametrize("where, epoch, expected", [
     ("gpu", 0, "error: out of GPU memory (it asked for 20.00 GiB more); a smaller data.batch_size or "
                "data.eval_batch_size needs less, and no checkpoints/last.ckpt was written, so there is nothing to "

@@ -33,6 +33,7 @@ def eval_cfg(source, data_dir, output_dir, *overrides):
                                           "trainer.accelerator=cpu", f"paths.output_dir={output_dir}", *overrides])
 
 
+@pytest.mark.slow  # a real eval.py process
 def test_eval_py_tests_a_run_folder_as_its_training_did(standardized_run, tiny_data, tmp_path):
     out = tmp_path / "eval"
     result = subprocess.run([sys.executable, "eval.py", f"model_source={standardized_run}", f"data.data_dir={tiny_data}",
@@ -58,6 +59,7 @@ def test_without_the_recorded_normalization_the_same_weights_score_otherwise(sta
     assert recorded["test/loss"] != ignored["test/loss"]  # so the first test would see a missing normalization
 
 
+@pytest.mark.slow  # a real eval.py process
 @pytest.mark.parametrize("source, expected", [
     ("no/such/run", "error: no/such/run: no such checkpoint file or run folder"),
     ("vgg_bnn", "error: vgg_bnn: no such checkpoint file or run folder"),
@@ -68,6 +70,7 @@ def test_a_source_that_is_not_a_model_is_one_line(source, expected, tiny_data, t
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [expected]
 
 
+@pytest.mark.slow  # a real eval.py process
 def test_eval_py_without_a_source_says_what_to_give(tmp_path):
     result = subprocess.run([sys.executable, "eval.py", f"hydra.run.dir={tmp_path / 'eval'}"], cwd=ROOT,
                             capture_output=True, text=True)
@@ -83,6 +86,7 @@ def test_without_data_a_model_is_tested_on_the_dataset_it_was_trained_on(fashion
     assert (metrics["test/acc"], metrics["test/loss"]) == (trained["test/acc"], trained["test/loss"])
 
 
+@pytest.mark.slow  # a real eval.py process
 @pytest.mark.parametrize("model, data, trained_on, other", [
     ("fashion", "data=mnist", "FashionMNIST", "MNIST"),
     ("single_dense", "data=fashion_mnist", "MNIST", "FashionMNIST"),  # a shipped digits model on clothing
@@ -107,6 +111,7 @@ def test_allow_other_dataset_tests_there_and_records_both_datasets(fashion_run, 
     assert json.loads((tmp_path / "results.json").read_text())["trained_on"] == "FashionMNIST"
 
 
+@pytest.mark.slow  # a real eval.py process
 @pytest.mark.parametrize("override, named", [
     ("+model=lenet5", "model (the model is model_source's"),
     ("model=lenet5", None),  # as for train.py: not Hydra's advice to write +model=lenet5, which would be refused
@@ -127,6 +132,7 @@ def test_a_key_eval_does_not_use_is_refused_in_one_line(override, named, tiny_da
     assert not (out / "results.json").exists()
 
 
+@pytest.mark.slow  # a real eval.py process
 def test_help_lists_only_the_groups_eval_takes():
     result = subprocess.run([sys.executable, "eval.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -11,10 +11,11 @@ from digits_zoo.training import train
 pytest.importorskip("mlflow", reason="logger=mlflow needs MLflow: pip install -e '.[mlflow]' (part of .[dev])")
 pytest.importorskip("sqlalchemy", reason="MLflow's SQLite store needs sqlalchemy: pip install -e '.[mlflow]'")
 
-pytestmark = pytest.mark.filterwarnings(
+pytestmark = [
+    pytest.mark.slow,  # MLflow's client and its SQLite store take longer to start than the training
     # MLflow 3.17's SQLite store on SQLAlchemy 2.1: inside MLflow, nothing to do here
-    "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning",
-)
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"),
+]
 
 PER_EPOCH = ("train/loss", "train/acc", "val/loss", "val/acc")
 TEST_FIGURES = ("confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy", "mistakes",

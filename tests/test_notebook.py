@@ -25,6 +25,7 @@ def data_root(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.mark.slow  # runs the notebook in a Jupyter kernel
 def test_the_tour_runs_top_to_bottom_on_a_small_budget(tmp_path):
     out = tmp_path / "tour.ipynb"
     result = subprocess.run(

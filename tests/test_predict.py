@@ -231,6 +231,7 @@ def pictures(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow  # a real predict process
 def test_broken_files_are_one_line_each_and_the_good_one_is_still_predicted(checkpoint, pictures):
     broken = [pictures[name] for name in ("x.png", "empty.png", "truncated.png")]
     result = subprocess.run(

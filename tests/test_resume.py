@@ -91,6 +91,7 @@ def final_state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow  # real train.py processes, killed and resumed
 def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_result(tiny_data, tmp_path):
     # 1,000 training images in batches of 8: 125 batches, 8 groups of 16, a tenth of a second apiece.
     # val/acc is 1.0 from the first epoch on these easy digits; val/loss keeps falling, so the
@@ -143,6 +144,7 @@ def save_forever(path: str) -> None:
         io.save_checkpoint({"n": n, "weights": torch.full((2_000_000,), float(n))}, path)
 
 
+@pytest.mark.slow  # real processes killed in the middle of saves
 def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path):
     # real processes, forked from a server that imported everything once (imports take seconds)
     processes = multiprocessing.get_context("forkserver")
@@ -174,6 +176,7 @@ def test_two_runs_with_the_same_seed_are_identical(make_cfg):
     assert not all(torch.equal(states[0][key], states[2][key]) for key in states[0])  # the seed does matter
 
 
+@pytest.mark.slow  # real train.py processes, killed and resumed
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     run = tmp_path / "run"
     process = start_train(tiny_data, run, "trainer.max_epochs=3", "+callbacks.overdrive._target_=tests.test_resume.Overdrive")
@@ -204,6 +207,7 @@ def test_weights_that_overflow_are_never_checkpointed(make_cfg, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # real train.py processes
 def test_resume_explains_what_is_missing(make_cfg, tmp_path, tiny_data):
     with pytest.raises(ResumeError, match="no such folder"):
         train(make_cfg(f"resume={tmp_path / 'nowhere'}"))

@@ -50,6 +50,7 @@ def assert_one_run(folder: Path) -> dict:
     return results
 
 
+@pytest.mark.slow  # real train.py processes at once
 def test_of_two_runs_started_together_in_one_folder_exactly_one_gets_it(tiny_data, tmp_path):
     for attempt in range(4):
         run = tmp_path / f"run{attempt}"
@@ -68,6 +69,7 @@ def test_of_two_runs_started_together_in_one_folder_exactly_one_gets_it(tiny_dat
         assert assert_one_run(run)["model"] == {"lenet": "lenet5", "mlp": "flatten_mlp"}[winner]
 
 
+@pytest.mark.slow  # real train.py processes at once
 def test_runs_of_one_model_started_together_get_their_own_default_folders(tiny_data, tmp_path):
     processes = [popen_train(tmp_path, f"seed{seed}", f"data.data_dir={tiny_data}", *QUICK, f"seed={seed}")
                  for seed in (1, 2, 3)]
@@ -109,6 +111,7 @@ def test_a_default_name_in_use_or_finished_gets_the_next_free_one(tmp_path, monk
         holder.wait()
 
 
+@pytest.mark.slow  # real train.py processes at once
 def test_a_resume_holds_the_claim_against_the_run_and_a_second_resume(tiny_data, tmp_path):
     run, marks = tmp_path / "run", tmp_path / "marks"
     paced = [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu",
@@ -174,6 +177,7 @@ def contents(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"" for p in sorted(folder.rglob("*"))}
 
 
+@pytest.mark.slow  # a real train.py process
 def test_a_folder_of_a_users_own_files_is_refused_and_left_as_it_was(tmp_path):
     folder = tmp_path / "mine"
     before = user_folder(folder)

@@ -87,6 +87,7 @@ def run_command(line: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # real train.py processes and signals
 def test_sigterm_in_the_middle_of_an_epoch_says_how_to_resume_and_the_resume_finishes(tiny_data, tmp_path):
     run, code, line = stop_at(tiny_data, tmp_path, "epoch1-batch5", signal.SIGTERM, "trainer.max_epochs=3")
     assert code == 143
@@ -101,6 +102,7 @@ def test_sigterm_in_the_middle_of_an_epoch_says_how_to_resume_and_the_resume_fin
     assert json.loads((run / "results.json").read_text())["epochs"] == 3
 
 
+@pytest.mark.slow  # real train.py processes and signals
 def test_ctrl_c_says_the_same_with_exit_code_130(tiny_data, tmp_path):
     run, code, line = stop_at(tiny_data, tmp_path, "epoch1-batch5", signal.SIGINT, "trainer.max_epochs=2")
     assert code == 130
@@ -108,6 +110,7 @@ def test_ctrl_c_says_the_same_with_exit_code_130(tiny_data, tmp_path):
                     "of 2, and the run goes on from there with: python train.py resume=run")
 
 
+@pytest.mark.slow  # real train.py processes and signals
 def test_a_signal_before_any_epoch_finished_says_there_is_no_checkpoint(tiny_data, tmp_path):
     run, code, line = stop_at(tiny_data, tmp_path, "epoch0-batch3", signal.SIGTERM, "trainer.max_epochs=2")
     assert code == 143
@@ -116,6 +119,7 @@ def test_a_signal_before_any_epoch_finished_says_there_is_no_checkpoint(tiny_dat
     assert not (run / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.slow  # real train.py processes and signals
 def test_a_signal_during_the_test_says_that_resuming_only_tests(tiny_data, tmp_path):
     run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=1")
     assert code == 143
@@ -130,6 +134,7 @@ def test_a_signal_during_the_test_says_that_resuming_only_tests(tiny_data, tmp_p
     assert sorted(mark.name for mark in (tmp_path / "marks").iterdir()) == [f"test-batch{i}" for i in range(6)]
 
 
+@pytest.mark.slow  # real train.py processes and signals
 def test_a_signal_during_the_test_of_an_early_stopped_run_says_that_resuming_only_tests(tiny_data, tmp_path):
     # the tiny data set is learnt in the first epoch: with patience 1 early stopping ends the run early
     run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=10",
@@ -146,6 +151,7 @@ def test_a_signal_during_the_test_of_an_early_stopped_run_says_that_resuming_onl
     assert not (tmp_path / "marks" / f"epoch{epochs}-batch0").exists()
 
 
+@pytest.mark.slow  # real train.py processes and signals
 def test_the_resume_command_works_pasted_into_a_shell_whatever_the_folder_is_called(tiny_data, tmp_path):
     name = "sp ace, ü 数=[1]"  # each of these would break a plain resume=... for Hydra or the shell
     run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=1", name=name)
@@ -171,6 +177,7 @@ class CtrlCTwiceWhileSaving(L.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow  # real train.py processes and signals
 @pytest.mark.parametrize("checkpoint", ["best", "last"])
 def test_ctrl_c_twice_while_the_first_checkpoint_is_saved_says_the_epoch_had_ended(tiny_data, tmp_path, checkpoint):
     # the best checkpoint is saved after the epoch's validation, last.ckpt after that (or first, without the best)
@@ -226,6 +233,7 @@ def test_ctrl_c_before_the_run_is_one_line_too(monkeypatch, capsys):
     assert capsys.readouterr().err == "stopped: SIGINT (Ctrl+C) before the run started\n"
 
 
+@pytest.mark.slow  # real train.py processes and signals
 @pytest.mark.parametrize("script, what", [("train.py", "run"), ("eval.py", "evaluation")])
 def test_sigterm_while_python_imports_is_one_line_too(tmp_path, script, what):
     process = subprocess.Popen([sys.executable, str(ROOT / script)], cwd=tmp_path, stdout=subprocess.PIPE,

@@ -29,6 +29,8 @@ from tests.test_resume import finish, popen_train, wait_for
 from tests.test_run_folders import contents, user_folder
 from tests.test_untrusted import write_malformed
 
+pytestmark = pytest.mark.slow  # minutes of real processes, signals and DDP
+
 SEED = int(os.environ.get("DIGITS_ZOO_SOAK_SEED", "2026"))  # the order and the faults; printed on failure
 RUNS = 8
 EPOCHS = 3

@@ -71,6 +71,7 @@ def edit_config(run: Path, edit) -> None:
 # ---------------------------------------------------------------- a run folder's config.yaml
 
 
+@pytest.mark.slow  # real train.py and eval.py processes
 def test_resume_builds_nothing_that_a_strangers_config_names(strangers_run, tmp_path):
     planted = tmp_path / "planted"
     edit_config(strangers_run, lambda cfg: cfg["callbacks"].update(
@@ -165,6 +166,7 @@ def plant_code(checkpoint: Path, marker: Path) -> None:
     torch.save({**state, "payload": Payload(marker)}, checkpoint)
 
 
+@pytest.mark.slow  # real train.py and eval.py processes
 def test_a_checkpoint_with_code_is_not_loaded_and_the_line_says_so(strangers_run, tiny_data, tmp_path, capsys):
     marker = tmp_path / "code-ran"
     for checkpoint in (strangers_run / "checkpoints").glob("*.ckpt"):
