@@ -52,6 +52,7 @@ def test_generated_tables_equal_what_their_sources_make_now():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_a_stale_table_is_found_and_made_anew(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("Before.\n<!-- table: weights -->\n| model | test accuracy |\n| `vgg_bn` | 12.34% |\n<!-- end table -->\nAfter.\n")
@@ -87,6 +88,7 @@ def test_the_readme_is_a_five_minute_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
 
 
+@pytest.mark.slow
 def test_a_stale_number_in_the_prose_is_found_and_made_anew(tmp_path):
     from digits_zoo.weights import pretrained_info
 

@@ -115,6 +115,7 @@ def find(trainer: L.Trainer, kind: type):
 # --- the two loops ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_grouped_steps_train_step_for_step_like_lightnings_own_loop(make_cfg, tmp_path):
     common = ("trainer.log_every_n_steps=5", "optimizer.scheduler=onecycle", "logger=[csv,tensorboard]")
     grouped = train(make_cfg(*common, "data.steps_per_execution=16", run="grouped"))

@@ -157,6 +157,7 @@ def test_a_large_picture_is_read_like_the_same_picture_small(tmp_path):
         assert np.abs(prepare_image(tmp_path / name).astype(int) - small).max() <= 24, name
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the peak memory from /proc (Linux)")
 def test_preparing_a_large_picture_takes_bounded_memory(tmp_path):
     # a 16-megapixel transparent PNG (85 kB): decoded, it is 64 MB of RGBA; at full size in float32

@@ -166,6 +166,7 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path)
     assert interrupted > 0  # the test did kill saves half-way
 
 
+@pytest.mark.slow
 def test_two_runs_with_the_same_seed_are_identical(make_cfg):
     first, second, other = (train(make_cfg(*EXACTING, *seed, run=name))
                             for name, seed in (("a", []), ("b", []), ("c", ["seed=7"])))

@@ -72,6 +72,7 @@ def test_bf16_mixed_precision_trains(make_cfg):
     assert output["metrics"]["test/acc"] > 0.9
 
 
+@pytest.mark.slow
 def test_compiled_forward_keeps_plain_checkpoint_keys(make_cfg):
     output = train(make_cfg("model=single_dense", "model.compile=true", "trainer.max_epochs=1"))
     keys = torch.load(output["metrics"]["best_checkpoint"], weights_only=True)["state_dict"]
