@@ -4,7 +4,7 @@
     torch.hub.load("OWNER/digits_zoo", "vgg_bn", pretrained=True)   # from GitHub
     torch.hub.list("OWNER/digits_zoo")                              # every registered model
 
-The weights are in the repository (digits_zoo/weights/), so a local load needs no network. Only
+The weights are in the repository (digits_zoo/models/weights/), so a local load needs no network. Only
 the entry points are public names here: torch.hub lists every callable without a leading `_`.
 """
 

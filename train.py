@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> float | None:
     """Returns the best epoch's val/acc (None without a validation split): what a Hydra sweeper
     such as hparams_search=mlp_optuna maximises."""
     with one_line_errors():
-        from digits_zoo.training import train
+        from digits_zoo.training.run import train
         freeze_imports()
         metrics = train(cfg).get("metrics")  # (lr_find=true trains nothing)
         return metrics and metrics["best_val/acc"]

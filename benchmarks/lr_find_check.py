@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from digits_zoo.lr_find import suggest
+from digits_zoo.training.lr_find import suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("flatten_mlp", "lenet5", "vgg_bn")

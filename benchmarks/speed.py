@@ -27,8 +27,8 @@ from hydra import compose, initialize_config_dir
 import lightning as L
 
 from digits_zoo import create_model
-from digits_zoo.data import MNISTDataModule
-from digits_zoo.training import train
+from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.training.run import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STARTUP = f"""
 import time
 start = time.perf_counter()
-import digits_zoo.training  # torch, torchvision, lightning, torchmetrics, hydra
+import digits_zoo.training.run  # torch, torchvision, lightning, torchmetrics, hydra
 imported = time.perf_counter()
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate

@@ -1,20 +1,20 @@
-"""digits_zoo: MNIST-like digit classifiers on PyTorch Lightning and Hydra."""
+"""digits_zoo: MNIST-like digit classifiers on PyTorch Lightning and Hydra.
 
-from digits_zoo import models  # noqa: F401  (fills the registry)
-from digits_zoo.registry import create_model, list_models, register_model
+The package is layered (pyproject.toml's import-linter contract, checked in CI): the applications
+(`python -m digits_zoo.X`, `fit`) use the training engine (`digits_zoo.training`), which uses the
+models (`digits_zoo.models`: the zoo, its registry and shipped weights) and the data
+(`digits_zoo.data`); everything may use `digits_zoo.errors` and `digits_zoo.writes`.
+"""
+
+from digits_zoo.models import create_model, list_models, register_model
+from digits_zoo.models.pretrained import list_pretrained, pretrained_info
 
 __all__ = ["create_model", "fit", "list_models", "list_pretrained", "pretrained_info", "register_model"]
 
 
 def __getattr__(name: str):
-    # imported on first use: fit brings Lightning and Hydra's runner; the shipped weights' records
-    # (so that `python -m digits_zoo.weights` does not find its own module imported already)
-    if name == "fit":
+    if name == "fit":  # imported on first use: it brings Lightning and Hydra's runner
         from digits_zoo.api import fit
 
         return fit
-    if name in ("list_pretrained", "pretrained_info"):
-        from digits_zoo import weights
-
-        return getattr(weights, name)
     raise AttributeError(f"module 'digits_zoo' has no attribute {name!r}")

@@ -63,7 +63,7 @@ def fit(model: str | None = None, overrides: Sequence[str] = ()) -> Fit:
     """
     from hydra._internal.callbacks import Callbacks  # what Hydra's own run calls; not exported
 
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     cfg = compose_train_config([*([f"model={model}"] if model else []), *overrides])
     if cfg.hydra.mode == RunMode.MULTIRUN:  # (Hydra itself refuses a,b and range(...) without -m)

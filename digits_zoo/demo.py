@@ -21,9 +21,9 @@ from PIL import Image
 
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.predict import Trained, load_trained, strongest_shipped
-from digits_zoo.preprocess import WORK_PIXELS, ImageError, prepare_image, to_tensor
-from digits_zoo.stops import Terminated, sigterm_raises
-from digits_zoo.weights import manifest
+from digits_zoo.data.preprocess import WORK_PIXELS, ImageError, prepare_image, to_tensor
+from digits_zoo.training.stops import Terminated, sigterm_raises
+from digits_zoo.models.pretrained import manifest
 
 PAGE = Path(__file__).with_name("demo.html")
 MAX_BODY = 1_000_000  # bytes: a canvas PNG is a few kB

@@ -22,11 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from digits_zoo.callbacks import progress_bar
+from digits_zoo.training.callbacks import progress_bar
 from digits_zoo.errors import ConfigError
-from digits_zoo.module import DigitClassifier
+from digits_zoo.training.module import DigitClassifier
 from digits_zoo.predict import load_trained
-from digits_zoo.training import check_accelerator, tidy_lightning_logging
+from digits_zoo.training.run import check_accelerator, tidy_lightning_logging
 from digits_zoo.writes import write_text_atomically
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ class ExportError(DigitsZooError):
 def check_images(data_dir: str | Path | None, dataset: str = "MNIST") -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """The test images of `dataset` (the model's own) in [0, 1] and their labels where they are on
     disk, else seeded random images (and no labels)."""
-    from digits_zoo.data import MNISTDataModule
+    from digits_zoo.data.mnist import MNISTDataModule
 
     try:
         data = MNISTDataModule(data_dir, dataset=dataset, download=False, val_size=0)

@@ -31,29 +31,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from digits_zoo.errors import one_line
+from digits_zoo.training.results import EVALUATION_COLUMNS, markdown, markdown_table
 
 
-def _show(key: str, form: str = "{}", missing: str = ""):
-    """A column: the entry `key` of a results.json in `form`, or `missing` where it has none."""
-    return lambda r: missing if r.get(key) in (None, "") else form.format(r[key])
-
-
-COLUMNS = {  # header: how to show a results.json entry
-    "model": lambda r: r.get("group") or r["model"],
-    "parameters": _show("params", "{:,}"),
-    "epochs": _show("epochs"),
-    "best val accuracy": _show("best_val/acc", "{:.2%}"),
-    "test accuracy": _show("test/acc", "{:.2%}", "not run"),
-    "test loss": _show("test/loss", "{:.4f}"),
-    "training seconds": _show("train_seconds", "{:.1f}"),
-    "best epoch": _show("best_epoch"),
-    "seed": _show("seed"),
-}
-EVALUATION_COLUMNS = {  # a results.json of eval.py
-    "model": _show("model"), "source": _show("source"), "dataset": _show("dataset"),
-    "test images": _show("test_images", "{:,}"), "test accuracy": _show("test/acc", "{:.2%}"),
-    "test loss": _show("test/loss", "{:.4f}"),
-}
 FIELDS = {"model": str, "group": str, "dataset": str, "seed": int, "params": int, "epochs": int,  # leaderboard.csv
           "best_val/acc": float, "test/acc": float, "test/loss": float, "train_seconds": float, "best_epoch": int,
           "run": str}
@@ -178,16 +158,6 @@ def collect(folders: list[Path]) -> list[dict]:
         row["group"] = " ".join([row["model"], *(o for o in own if o not in shared)])
         row["dataset"] = _dataset(row)
     return sorted(rows, key=lambda r: -_score(r))
-
-
-def markdown_table(header: list[str], cells: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
-
-
-def markdown(rows: list[dict]) -> str:
-    """One line per run."""
-    return markdown_table(list(COLUMNS), [[show(r) for show in COLUMNS.values()] for r in rows])
 
 
 @dataclass
@@ -333,13 +303,13 @@ def chosen_test(trial: dict) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from digits_zoo.module import DigitClassifier
-    from digits_zoo.resume import check_targets
-    from digits_zoo.weights import resolve_checkpoint
+    from digits_zoo.training.module import DigitClassifier
+    from digits_zoo.training.resume import saved_config
+    from digits_zoo.models.pretrained import resolve_checkpoint
 
     config = Path(trial["run"]) / "config.yaml"
-    cfg = OmegaConf.load(config)  # the trial's own, resolved, as train() wrote it
-    check_targets(cfg, str(config))  # (a file: it builds only what a saved config may)
+    # the trial's own, resolved, as train() wrote it (a file: it builds only what a saved config may)
+    cfg = saved_config(OmegaConf.load(config), str(config))
     module = DigitClassifier.load_from_checkpoint(resolve_checkpoint(trial["run"]), map_location="cpu",
                                                   weights_only=True)
     trainer = instantiate(cfg.trainer, devices=1, logger=False, enable_checkpointing=False,

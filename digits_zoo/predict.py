@@ -4,7 +4,7 @@
 
 SOURCE is a checkpoint (`*.ckpt`), a run folder made by train.py, or the name of a model whose
 trained weights ship with the package (e.g. `flatten_mlp`; without --model, the strongest one).
-Each picture is prepared the way MNIST was (see `digits_zoo.preprocess`), then as the model's
+Each picture is prepared the way MNIST was (see `digits_zoo.data.preprocess`), then as the model's
 inputs were in training (standardised, where they were), and all go through the model in one batch.
 Exit codes: 0 all predicted, 1 some picture could not be read, 2 the model could not be loaded.
 """
@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from digits_zoo.errors import one_line
-from digits_zoo.plots import class_labels
-from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
-from digits_zoo.weights import WeightsError, holds_code, manifest, pretrained_info, resolve_checkpoint
+from digits_zoo.training.plots import class_labels
+from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.models.pretrained import WeightsError, holds_code, manifest, pretrained_info, resolve_checkpoint
 
 
 class Standardize(torch.nn.Module):
@@ -72,7 +72,7 @@ def strongest_shipped() -> str:
 
 def is_model_name(source: str | Path) -> bool:
     """A registered model's name (for its shipped weights) rather than a path."""
-    from digits_zoo import list_models
+    from digits_zoo.models import list_models
 
     return str(source) in list_models() and not Path(source).exists()
 
@@ -83,14 +83,14 @@ def load_trained(source: str | Path) -> Trained:
     import torchvision
 
     if is_model_name(source):
-        from digits_zoo import create_model
-        from digits_zoo.weights import pretrained_info
+        from digits_zoo.models import create_model
+        from digits_zoo.models.pretrained import pretrained_info
 
         info = pretrained_info(str(source))
         network = create_model(str(source), pretrained=True).eval()
         normalization = (info["input"]["mean"], info["input"]["std"]) if info["input"]["mean"] is not None else None
         return Trained(network, str(source), info["classes"], {"model": str(source)}, normalization, info["dataset"])
-    from digits_zoo.module import DigitClassifier  # imports Lightning: only for checkpoints
+    from digits_zoo.training.module import DigitClassifier  # imports Lightning: only for checkpoints
 
     checkpoint = resolve_checkpoint(source)
     try:

@@ -7,7 +7,7 @@ temporary file beside the file, forces it to disk and renames it over the old on
 cannot fit fails before anything is written, and one that fails on the way removes its temporary
 file. Its failures are `NotWritten` errors, which carry the file, the bytes needed and those free.
 `write_failure` finds such a failure (or any OSError of `FAILURES`) behind an exception, and
-`failure_message` is the one place that turns it into the `error:` line (`digits_zoo.cli`).
+`digits_zoo.training.messages.failure_message` turns it into the `error:` line.
 
 (No torch or Lightning here: `digits_zoo.cli` imports this module before Hydra has read the command line.)
 """
@@ -18,7 +18,6 @@ import csv
 import errno
 import io
 import os
-import traceback
 from pathlib import Path
 
 # what each errno means to the user, and what to do about it before the run goes on
@@ -134,39 +133,3 @@ def size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} bytes"
-
-
-def _what(error: OSError, run_dir: Path | None) -> str:
-    """The file that could not be written. An OSError from a write call carries no file name: Lightning's
-    CSV logger (csv/metrics.csv) is recognised by where in its code the error came."""
-    if error.filename:
-        return shown(error.filename)
-    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
-    if any(Path(frame.filename).parts[-2:] == ("loggers", "csv_logs.py") for frame in frames):
-        logs = sorted(run_dir.glob("*/metrics.csv")) + sorted(run_dir.glob("metrics.csv")) if run_dir else []
-        return f"Lightning's CSV log {shown(logs[0]) if len(logs) == 1 else '(metrics.csv)'}"
-    return "a file"
-
-
-def failure_message(error: OSError, run_dir: str | Path | None) -> str:
-    """The one line for a write that failed (`write_failure`) in the run whose folder is `run_dir`: what
-    could not be written, why, the bytes it needed and those free, what the run's checkpoints/last.ckpt
-    still holds and the `resume=` command that continues it."""
-    from digits_zoo.stops import how_to_go_on, run_state
-
-    run_dir = Path(run_dir) if run_dir else None
-    reason, fix = FAILURES[error.errno]
-    needed, free = (error.needed, error.free) if isinstance(error, NotWritten) else (None, None)
-    sizes = []
-    if needed is not None and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        sizes.append(f"it needs {size(needed)}")
-    if error.errno == errno.ENOSPC:  # (a quota is not what the file system has free)
-        if free is not None:
-            sizes.append(f"{size(free)} free")
-        elif run_dir is not None and (now := free_bytes(run_dir)) is not None:  # not our write: after the fact
-            sizes.append(f"{size(now)} free in {shown(run_dir)} now")
-    sizes = f" ({'; '.join(sizes)})" if sizes else ""
-    line = f"cannot write {_what(error, run_dir)}: {reason}{sizes}"
-    if run_dir is None:  # (outside a Hydra job: Hydra itself could not write the job's files)
-        return f"{line}; the run had not started: {fix} and start it again"
-    return f"{line}; what was written before is whole, and {how_to_go_on(run_state(run_dir), finished=None, fix=fix)}"

@@ -10,7 +10,7 @@ documented commands); it keeps its shape (a percentage, and its number of decima
 
 A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end table -->`:
 
-    weights                 the shipped weights, from digits_zoo/weights/manifest.json and the files
+    weights                 the shipped weights, from digits_zoo/models/weights/manifest.json and the files
     leaderboard CSV         a leaderboard.csv that a sweep or `python -m digits_zoo.leaderboard` wrote
     seeds CSV               the same, one row per group of seeds: mean, std, 95% CI, Welch's t-test
     config-groups           every config group under configs/ and its options, from their comments
@@ -36,7 +36,7 @@ table = leaderboard.markdown_table
 
 
 def weights_table() -> str:
-    from digits_zoo.weights import SHIPPED, manifest
+    from digits_zoo.models.pretrained import SHIPPED, manifest
 
     rows = [[f"`{name}`", f"{100 * e['test_acc']:.2f}%", f"{e['test_loss']:.4f}", f"{e['params']:,}", f"{e['macs']:,}",
              f"`{e['command']}`", str(e["seed"]), str(e["epochs"]), f"{e['train_seconds']:.1f}",
@@ -136,7 +136,7 @@ def source_value(source: str, where: str) -> float:
     """The number a `manifest:MODEL:KEY` or `measured:NAME:KEY` source names."""
     import json
 
-    from digits_zoo.weights import manifest
+    from digits_zoo.models.pretrained import manifest
 
     kind, _, path = source.partition(":")
     name, _, key = path.partition(":")

@@ -11,7 +11,7 @@ from tests.idx import write_dataset
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 # the tests' own callbacks (tests.test_resume.Pace, ...) may be built where a test resumes a run
-# (digits_zoo.resume.check_targets); processes the tests start inherit it
+# (digits_zoo.training.resume.check_targets); processes the tests start inherit it
 os.environ.setdefault("DIGITS_ZOO_TRUSTED_TARGETS", "tests.")
 
 
@@ -84,7 +84,7 @@ def real_data_dir() -> Path:
 def standardized_run(tiny_data, tmp_path_factory) -> Path:
     """The run folder of a short train.py run on standardised pixels (so its checkpoints record
     the mean and std that predict, eval.py and export must apply)."""
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     run = tmp_path_factory.mktemp("standardized") / "run"
     train(compose_tiny_run(tiny_data, run, "data.standardize=true", "trainer.max_epochs=1"))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from digits_zoo.data import MNISTDataModule
+from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.errors import ConfigError, DataError
 from tests.idx import FILES, write_dataset
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from digits_zoo.cli import user_message
-from digits_zoo.data import MNISTDataModule, TensorLoader
-from digits_zoo.module import DigitClassifier
-from digits_zoo.training import train
+from digits_zoo.training.messages import user_message
+from digits_zoo.data.mnist import MNISTDataModule, TensorLoader
+from digits_zoo.training.module import DigitClassifier
+from digits_zoo.training.run import train
 from tests.conftest import ROOT, compose_tiny_run
 from tests.test_configs import compose_train
 from tests.test_resume import finish, popen_train, start_train, wait_for

@@ -34,7 +34,7 @@ from digits_zoo.demo import (MAX_BODY, MAX_READINGS, Choice, checkpoint_models, 
                              read_drawing, server, shipped_models)
 from digits_zoo.predict import load_trained  # noqa: E402
 from digits_zoo.predict import main as predict_main  # noqa: E402
-from digits_zoo.weights import manifest  # noqa: E402
+from digits_zoo.models.pretrained import manifest  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.test_evaluate import fashion_run  # noqa: E402, F401  (a fixture)
 from tests.test_predict import large_seven, save_checkpoint  # noqa: E402

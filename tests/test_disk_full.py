@@ -26,7 +26,8 @@ import pytest
 import torch
 
 from digits_zoo import writes
-from digits_zoo.resume import _complete_rows
+from digits_zoo.training import messages
+from digits_zoo.training.resume import _complete_rows
 from tests.conftest import ROOT
 from tests.test_signals import run_command
 
@@ -227,7 +228,7 @@ def test_lightnings_csv_log_that_cannot_be_written_is_named(run_cli, tmp_path, m
 
     folder_free = writes.free_bytes
     monkeypatch.setattr(csv.DictWriter, "writerows", writerows)
-    monkeypatch.setattr(writes, "free_bytes", lambda folder: 0 if failed else folder_free(folder))
+    monkeypatch.setattr(messages, "free_bytes", lambda folder: 0 if failed else folder_free(folder))
     code, stderr = run_cli(*TINY)
     assert code == 1
     assert the_line(stderr) == (

@@ -98,7 +98,7 @@ def places(tmp_path_factory) -> dict[str, Path]:
 
 
 def run_folder(places: dict, model: str) -> Path:
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     run = places["runs"] / model
     if not (run / "results.json").is_file():

@@ -90,7 +90,7 @@ def test_the_readme_is_a_five_minute_page():
 
 @pytest.mark.slow
 def test_a_stale_number_in_the_prose_is_found_and_made_anew(tmp_path):
-    from digits_zoo.weights import pretrained_info
+    from digits_zoo.models.pretrained import pretrained_info
 
     page = tmp_path / "page.md"
     page.write_text("vgg_bn reads 99.60%<!-- = manifest:vgg_bn:test_acc --> of the test set.\n")
@@ -117,7 +117,7 @@ def test_the_demo_picture_shows_the_shipped_model_as_it_is():
     # writes the model menu's text as the PNG's Title
     from PIL import Image
 
-    from digits_zoo.weights import pretrained_info
+    from digits_zoo.models.pretrained import pretrained_info
 
     shown = Image.open(ROOT / "docs" / "images" / "demo.png").text["Title"]
     assert shown == f"vgg_bn ({100 * pretrained_info('vgg_bn')['test_acc']:.2f}% on MNIST test)"

@@ -40,7 +40,7 @@ def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tiny_data, tmp_path_factory):
     """A trained single_dense run: (run folder, its best checkpoint)."""
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     metrics = train(compose_tiny_run(tiny_data, run_dir, "model=single_dense", "trainer.max_epochs=1"))["metrics"]
@@ -155,7 +155,7 @@ def test_checkpoint_for_another_number_of_classes(run_cli, checkpoint, tmp_path,
     torch.save(saved, five_classes)
     code, stderr = run_cli("model=single_dense", f"model.pretrained={five_classes}")
     assert_one_line(code, stderr, "classify 5 classes, single_dense here 10; add model.reset_head=true")
-    from digits_zoo.training import train  # ... and what the message suggests works
+    from digits_zoo.training.run import train  # ... and what the message suggests works
 
     cfg = compose_tiny_run(tiny_data, tmp_path / "fresh_head", "model=single_dense", f"model.pretrained={five_classes}",
                            "model.reset_head=true", "trainer.max_epochs=1")
@@ -210,7 +210,7 @@ def test_a_setting_lightning_refuses_with_a_value_error_is_one_line(run_cli):
 
 
 def test_a_value_error_from_our_own_code_keeps_its_stack_trace():
-    from digits_zoo.cli import user_message
+    from digits_zoo.training.messages import user_message
 
     try:
         raise ValueError("a bug")

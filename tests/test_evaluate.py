@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from digits_zoo.evaluate import TAKES, evaluate
-from digits_zoo.weights import manifest
+from digits_zoo.models.pretrained import manifest
 from tests.conftest import CONFIGS, ROOT, compose_tiny_run
 from tests.idx import write_dataset
 
@@ -19,7 +19,7 @@ from tests.idx import write_dataset
 def fashion_run(tmp_path_factory) -> tuple:
     """(run folder, data root): a short run on a tiny FashionMNIST (250 test images) in a data root
     that also holds a tiny MNIST (300), so that which test set was read shows in the count."""
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     data = write_dataset(write_dataset(tmp_path_factory.mktemp("both")), n_test=250, name="FashionMNIST")
     run = tmp_path_factory.mktemp("fashion") / "run"

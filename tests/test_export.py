@@ -13,7 +13,7 @@ import digits_zoo.export as export_module
 from digits_zoo import list_models
 from digits_zoo.export import export, main
 from digits_zoo.predict import load_trained
-from digits_zoo.weights import manifest
+from digits_zoo.models.pretrained import manifest
 from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
 
 

@@ -18,11 +18,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.tuner import Tuner
 
-from digits_zoo.data import MNISTDataModule
+from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.errors import ConfigError
-from digits_zoo.loop import lightning_loop_reasons
-from digits_zoo.module import DigitClassifier, DivergedError
-from digits_zoo.training import train
+from digits_zoo.training.loop import lightning_loop_reasons
+from digits_zoo.training.module import DigitClassifier, DivergedError
+from digits_zoo.training.run import train
 
 STEPS_PER_EPOCH = 32
 HERE = "tests.test_lightning_features"
@@ -389,7 +389,7 @@ def test_a_grouped_loader_under_lightnings_loop_is_refused(tiny_data, tmp_path):
     loader.setup()
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, callbacks=[PerBatchListener()], default_root_dir=tmp_path)
-    from digits_zoo.data import TensorLoader
+    from digits_zoo.data.mnist import TensorLoader
 
     grouped = TensorLoader(*loader.splits["fit"], 32, shuffle_seed=0, steps_per_execution=4)
     with pytest.raises(ConfigError, match="groups of batches"):

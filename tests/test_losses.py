@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from digits_zoo.losses import normalized_sigmoid
+from digits_zoo.training.losses import normalized_sigmoid
 
 
 def keras_formula(logits, target, eps=1e-7):

@@ -1,5 +1,5 @@
 """The learning-rate range test: its curve (each step's own loss at the rate shown) and the
-suggestion rule (digits_zoo.lr_find)."""
+suggestion rule (digits_zoo.training.lr_find)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from digits_zoo.lr_find import curve_figure, smooth, suggest
-from digits_zoo.training import train
+from digits_zoo.training.lr_find import curve_figure, smooth, suggest
+from digits_zoo.training.run import train
 
 
 def test_the_curve_reads_each_steps_own_loss_at_the_rate_shown(make_cfg, tmp_path):

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from digits_zoo.metrics import STATES, ConfidentMistakes
+from digits_zoo.training.metrics import STATES, ConfidentMistakes
 
 
 def rows(n: int, seed: int, right: float = 0.1) -> tuple[torch.Tensor, ...]:

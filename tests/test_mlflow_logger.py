@@ -6,7 +6,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from digits_zoo.training import train
+from digits_zoo.training.run import train
 
 pytest.importorskip("mlflow", reason="logger=mlflow needs MLflow: pip install -e '.[mlflow]' (part of .[dev])")
 pytest.importorskip("sqlalchemy", reason="MLflow's SQLite store needs sqlalchemy: pip install -e '.[mlflow]'")

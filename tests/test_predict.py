@@ -19,10 +19,10 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from digits_zoo.data import MNISTDataModule
-from digits_zoo.module import DigitClassifier
+from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.training.module import DigitClassifier
 from digits_zoo.predict import load_model, load_trained, main, resolve_checkpoint
-from digits_zoo.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
 from tests.conftest import ROOT
 from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
 
@@ -165,7 +165,7 @@ def test_preparing_a_large_picture_takes_bounded_memory(tmp_path):
     large_seven(4096, 4096).save(tmp_path / "large.png")
     script = """if True:
         import sys
-        from digits_zoo.preprocess import prepare_image
+        from digits_zoo.data.preprocess import prepare_image
         def megabytes(key):
             return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1]) // 1024
         before = megabytes("VmRSS:")
@@ -372,7 +372,7 @@ def as_photo(digit: np.ndarray, variant: int, rng: np.random.Generator) -> Image
 
 @pytest.mark.real_data
 def test_mnist_test_digits_as_photos_keep_their_labels(real_data_dir, make_cfg, tmp_path, capsys):
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     # make_cfg holds out 200 images, so the run folder's results.json names a best checkpoint
     output = train(make_cfg("model=flatten_mlp", "trainer.max_epochs=2", data_dir=real_data_dir))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from digits_zoo.data import MNISTDataModule
-from digits_zoo.training import train
+from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.training.run import train
 
 pytestmark = pytest.mark.real_data
 

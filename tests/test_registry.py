@@ -4,7 +4,7 @@ from torch import nn
 import digits_zoo
 from digits_zoo import create_model, list_models, register_model
 from digits_zoo.errors import UnknownModelError
-from digits_zoo.registry import _MODELS
+from digits_zoo.models.registry import _MODELS
 
 SEED_MODELS = {"single_dense", "two_layer_mlp", "flatten_mlp", "softmax_mlp"}
 

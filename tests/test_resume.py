@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from digits_zoo import create_model
-from digits_zoo.checkpoints import AtomicCheckpointIO
-from digits_zoo.module import DivergedError
+from digits_zoo.training.checkpoints import AtomicCheckpointIO
+from digits_zoo.training.module import DivergedError
 from digits_zoo.predict import load_model
-from digits_zoo.resume import ResumeError, load_resume
-from digits_zoo.stops import hydra_override
-from digits_zoo.training import train
-from digits_zoo.weights import WeightsError
+from digits_zoo.training.resume import ResumeError, load_resume
+from digits_zoo.training.stops import hydra_override
+from digits_zoo.training.run import train
+from digits_zoo.models.pretrained import WeightsError
 from tests.conftest import ROOT
 
 # dropout, batch-norm, augmentation and a one-cycle schedule: every kind of state a resume must restore

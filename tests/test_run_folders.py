@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 import digits_zoo.cli  # noqa: F401 (registers the configs' ${if_resume:...} resolver)
-from digits_zoo import run_folders
-from digits_zoo.run_folders import LOCK_NAME, RunFolderGuard
+from digits_zoo.training import run_folders
+from digits_zoo.training.run_folders import LOCK_NAME, RunFolderGuard
 from tests.conftest import CONFIGS, ROOT
 from tests.test_resume import finish, popen_train, wait_for
 
@@ -84,7 +84,7 @@ def test_runs_of_one_model_started_together_get_their_own_default_folders(tiny_d
 HOLD = """
 import sys, time
 from pathlib import Path
-from digits_zoo.run_folders import claim
+from digits_zoo.training.run_folders import claim
 claim(Path(sys.argv[1]))
 print("held", flush=True)
 time.sleep(120)

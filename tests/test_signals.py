@@ -22,8 +22,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from digits_zoo.cli import one_line_errors
-from digits_zoo.stops import RunStopped, sigterm_raises
-from digits_zoo.training import train
+from digits_zoo.training.stops import RunStopped, sigterm_raises
+from digits_zoo.training.run import train
 from tests.conftest import ROOT
 from tests.test_resume import start_train, wait_for
 

@@ -23,7 +23,7 @@ import torch
 import yaml
 from matplotlib.image import imread
 
-from digits_zoo.resume import ResumeError, load_resume
+from digits_zoo.training.resume import ResumeError, load_resume
 from tests.test_ddp import is_running, worker_pid
 from tests.test_resume import finish, popen_train, wait_for
 from tests.test_run_folders import contents, user_folder

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from digits_zoo.callbacks import BatchProgressBar, RichBatchProgressBar
-from digits_zoo.data import MNISTDataModule
-from digits_zoo.module import DigitClassifier
-from digits_zoo.training import train
+from digits_zoo.training.callbacks import BatchProgressBar, RichBatchProgressBar
+from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.training.module import DigitClassifier
+from digits_zoo.training.run import train
 
 HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
               torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.nonzero}

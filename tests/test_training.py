@@ -6,10 +6,10 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from digits_zoo.callbacks import BatchProgressBar
-from digits_zoo.module import DigitClassifier
-from digits_zoo.plots import confusion_matrix_figure, mistakes_figure, per_class_accuracy_figure
-from digits_zoo.training import train
+from digits_zoo.training.callbacks import BatchProgressBar
+from digits_zoo.training.module import DigitClassifier
+from digits_zoo.training.plots import confusion_matrix_figure, mistakes_figure, per_class_accuracy_figure
+from digits_zoo.training.run import train
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_a_run_on_another_dataset_draws_its_class_names(tmp_path, monkeypatch):
     from tests.idx import write_dataset
 
     drawn = {}
-    monkeypatch.setattr("digits_zoo.module.save_run_plots", lambda *args: drawn.setdefault("classes", args[-1]) and {})
+    monkeypatch.setattr("digits_zoo.training.module.save_run_plots", lambda *args: drawn.setdefault("classes", args[-1]) and {})
     data = write_dataset(tmp_path / "data", name="FashionMNIST")
     train(compose_tiny_run(data, tmp_path / "run", "data=fashion_mnist", "trainer.max_epochs=1"))
     assert drawn["classes"][9] == "Ankle boot"

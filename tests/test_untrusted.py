@@ -19,12 +19,14 @@ import yaml
 from omegaconf import OmegaConf
 
 from digits_zoo import leaderboard
-from digits_zoo.cli import user_message
+from digits_zoo.training.messages import user_message
 from digits_zoo.evaluate import evaluate
 from digits_zoo.export import main as export_main
 from digits_zoo.predict import main as predict_main
-from digits_zoo.resume import TRUSTED_VARIABLE, ResumeError, UntrustedConfigError, check_targets, load_resume, trusted
-from digits_zoo.weights import WeightsError, resolve_checkpoint
+from digits_zoo.training.resume import TRUSTED_VARIABLE, ResumeError, UntrustedConfigError, check_targets, load_resume, trusted
+from digits_zoo.training.run import train
+from lightning.pytorch.callbacks import ModelCheckpoint
+from digits_zoo.models.pretrained import WeightsError, resolve_checkpoint
 from tests.conftest import CONFIGS, ROOT
 from tests.test_evaluate import eval_cfg
 from tests.test_leaderboard import write_run
@@ -101,7 +103,7 @@ def test_every_target_anywhere_in_the_config_is_checked(where, refused, stranger
 @pytest.mark.parametrize("target", [
     "digits_zoo.writes.os.system",  # reachable from a trusted module, but not its own
     "lightning.pytorch.callbacks.model_checkpoint.os.replace",
-    "digits_zoo.data.MNISTDataModule.__init__.__globals__",
+    "digits_zoo.data.mnist.MNISTDataModule.__init__.__globals__",
     "tests.test_untrusted.subprocess.run",  # under the tests' trusted prefix (tests/conftest.py), not defined there
     "tests.test_resume.Nowhere",
 ])
@@ -119,7 +121,7 @@ def test_the_variable_trusts_a_users_own_callbacks(monkeypatch):
 
 
 def test_a_stopped_run_with_a_callback_not_trusted_here_says_how_to_trust_it(strangers_run, monkeypatch):
-    from digits_zoo.stops import how_to_go_on, run_state
+    from digits_zoo.training.stops import how_to_go_on, run_state
 
     edit_config(strangers_run, lambda cfg: cfg["callbacks"].update(mine={"_target_": "tests.test_resume.Pace",
                                                                           "folder": "marks"}))
@@ -128,6 +130,17 @@ def test_a_stopped_run_with_a_callback_not_trusted_here_says_how_to_trust_it(str
     assert line.startswith(f"the run folder cannot be resumed: resume={strangers_run}: its config.yaml names "
                            "callbacks.mine._target_=tests.test_resume.Pace, which is not on the list")
     assert line.endswith(f"add it to {TRUSTED_VARIABLE} (docs/security.md)")
+
+
+def test_a_run_folder_made_before_the_engine_moved_resumes(strangers_run, monkeypatch):
+    # what configs/ named before the engine moved into digits_zoo.training (commit 47727c9)
+    monkeypatch.delenv("DIGITS_ZOO_TRUSTED_TARGETS")
+    old = {"model_checkpoint": "digits_zoo.checkpoints.ModelCheckpoint", "progress_bar": "digits_zoo.callbacks.progress_bar"}
+    edit_config(strangers_run, lambda cfg: [cfg["callbacks"][key].update(_target_=target) for key, target in old.items()])
+    output = train(OmegaConf.create({"resume": str(strangers_run)}))  # finished: the resume tests it again
+    assert output["metrics"]["test/acc"] == json.loads((strangers_run / "results.json").read_text())["test/acc"]
+    assert any(isinstance(callback, ModelCheckpoint) and callback.monitor for callback in output["trainer"].callbacks)
+    assert load_resume(strangers_run).cfg.callbacks.progress_bar._target_ == "digits_zoo.training.callbacks.progress_bar"
 
 
 def test_every_target_of_the_shipped_configs_is_trusted(monkeypatch):
@@ -187,7 +200,7 @@ def test_a_checkpoint_with_code_is_not_loaded_and_the_line_says_so(strangers_run
 
     assert predict_main([str(PICTURE), "--model", str(strangers_run)]) == 2
     assert export_main([str(strangers_run), "--out", str(tmp_path / "m.onnx")]) == 1
-    from digits_zoo.checkpoints import AtomicCheckpointIO  # Lightning's own loading, in fit and test
+    from digits_zoo.training.checkpoints import AtomicCheckpointIO  # Lightning's own loading, in fit and test
 
     with pytest.raises(WeightsError) as error:
         AtomicCheckpointIO().load_checkpoint(best)
@@ -245,7 +258,7 @@ def test_the_demo_refuses_a_lying_checkpoint_in_one_line(strangers_run):
 
 
 def test_the_shipped_records_pass_the_same_checks():
-    from digits_zoo.weights import manifest, trained_on
+    from digits_zoo.models.pretrained import manifest, trained_on
 
     for name, entry in manifest().items():
         mean, std = entry["input"]["mean"], entry["input"]["std"]

@@ -7,8 +7,9 @@ import torch
 
 from digits_zoo import create_model, list_models
 from digits_zoo import weights as weights_module
-from digits_zoo.data import MNISTDataModule
-from digits_zoo.weights import WeightsError, manifest, sha256
+from digits_zoo.models import pretrained
+from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.models.pretrained import WeightsError, manifest, sha256
 
 ALL_MODELS = list_models()
 
@@ -19,14 +20,14 @@ def test_every_registered_model_ships_weights_of_a_documented_run():
     for entry in entries.values():
         assert entry["command"].startswith("python train.py") and 0.9 < entry["test_acc"] <= 1
         assert isinstance(entry["seed"], int)
-    total = sum((weights_module.SHIPPED / e["file"]).stat().st_size for e in entries.values())
+    total = sum((pretrained.SHIPPED / e["file"]).stat().st_size for e in entries.values())
     assert total < 10_000_000
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_shipped_weights_load_exactly(name):
     model = create_model(name, pretrained=True)
-    shipped = torch.load(weights_module.SHIPPED / manifest()[name]["file"], weights_only=True)
+    shipped = torch.load(pretrained.SHIPPED / manifest()[name]["file"], weights_only=True)
     assert model.state_dict().keys() == shipped.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in shipped.items())
 
@@ -42,9 +43,9 @@ def test_another_number_of_classes_gets_a_fresh_head_and_the_rest_loads(name):
 
 
 def test_a_damaged_weights_file_is_refused(tmp_path, monkeypatch):
-    shutil.copytree(weights_module.SHIPPED, tmp_path / "weights")
-    monkeypatch.setattr(weights_module, "SHIPPED", tmp_path / "weights")
-    monkeypatch.setattr(weights_module, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    shutil.copytree(pretrained.SHIPPED, tmp_path / "weights")
+    monkeypatch.setattr(pretrained, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "weights" / "manifest.json")
     path = tmp_path / "weights" / manifest()["flatten_mlp"]["file"]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -65,7 +66,7 @@ def test_shipped_weights_are_tensors_only_and_describe_themselves(name):
 
     assert list_pretrained() == ALL_MODELS
     info = pretrained_info(name)
-    path = weights_module.SHIPPED / info["file"]
+    path = pretrained.SHIPPED / info["file"]
     assert path.suffix == ".safetensors" and not path.read_bytes().startswith(b"PK")  # not a pickle's zip
     with safe_open(path, framework="pt") as file:  # the file carries its own record
         assert json.loads(file.metadata()["digits_zoo"]) == {name: {k: v for k, v in info.items() if k != "sha256"}}
@@ -83,9 +84,9 @@ def test_shipped_weights_are_tensors_only_and_describe_themselves(name):
 def test_export_ships_a_run_with_its_record_and_normalization(standardized_run, tmp_path, monkeypatch):
     import json
 
-    shutil.copytree(weights_module.SHIPPED, tmp_path / "weights")
-    monkeypatch.setattr(weights_module, "SHIPPED", tmp_path / "weights")
-    monkeypatch.setattr(weights_module, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    shutil.copytree(pretrained.SHIPPED, tmp_path / "weights")
+    monkeypatch.setattr(pretrained, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "weights" / "manifest.json")
     (standardized_run / ".hydra").mkdir(exist_ok=True)
     (standardized_run / ".hydra" / "overrides.yaml").write_text("- data.standardize=true\n- data.data_dir=/x\n")
     entry = weights_module.main(["export", str(standardized_run)]) == 0 and manifest()["flatten_mlp"]
@@ -100,7 +101,7 @@ def test_export_ships_a_run_with_its_record_and_normalization(standardized_run, 
 
 
 def test_weights_from_a_run_folder_or_checkpoint(make_cfg, tmp_path):
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     output = train(make_cfg("model=single_dense", "trainer.max_epochs=1"))
     trained = output["module"].model.state_dict()
@@ -143,7 +144,7 @@ def _test_set(root):
 
 
 def test_linear_probe_trains_only_a_fresh_head_on_pretrained_features(make_cfg):
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     shipped = create_model("mlp_bn_dropout", pretrained=True).state_dict()
     output = train(make_cfg("model=mlp_bn_dropout", "model.pretrained=true", "model.reset_head=true",
@@ -157,7 +158,7 @@ def test_linear_probe_trains_only_a_fresh_head_on_pretrained_features(make_cfg):
 
 
 def test_fine_tuning_starts_from_the_pretrained_features(make_cfg):
-    from digits_zoo.training import train
+    from digits_zoo.training.run import train
 
     output = train(make_cfg("model=lenet5", "model.pretrained=true", "model.reset_head=true",
                             "trainer.max_epochs=1", "data.train_size=200"))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from digits_zoo.models.base import Classifier, glorot_dense
-from digits_zoo.registry import register_model
+from digits_zoo.models.registry import register_model
 
 
 def glorot_conv(layer: nn.Conv2d) -> nn.Conv2d:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digits_zoo.data import default_data_dir
+from digits_zoo.data.mnist import default_data_dir
 
 HERE = Path(__file__).resolve().parent
 

@@ -306,7 +306,7 @@ class MNISTDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorLoader:
         augment = {**self.augment, "background": self.background} if self.augment else None
         # in training, groups of batches only for a module that takes them (DigitClassifier decides
-        # in its setup; see digits_zoo.loop)
+        # in its setup; see digits_zoo.training.loop)
         takes_groups = getattr(self.trainer.lightning_module, "takes_groups", False) if self.trainer else True
         group = self.steps_per_execution if takes_groups else 1
         return self._loader("fit", self.batch_size, shuffle_seed=self.seed, steps_per_execution=group, augment=augment)

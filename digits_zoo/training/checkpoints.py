@@ -11,7 +11,7 @@ from fsspec.utils import get_protocol
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import callbacks
 
-from digits_zoo.weights import holds_code
+from digits_zoo.models.pretrained import holds_code
 from digits_zoo.writes import write_atomically
 
 

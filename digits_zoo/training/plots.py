@@ -137,7 +137,7 @@ def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, 
                    classes: list[str] | None = None) -> dict:
     """Write the run folder's pictures (PNG) and the confusion matrix (CSV); returns the figures
     by name (e.g. for TensorBoard). `mistakes` is (score, images, true, pred) as
-    `digits_zoo.metrics.ConfidentMistakes` computes it: the rows that score -1 are right answers.
+    `digits_zoo.training.metrics.ConfidentMistakes` computes it: the rows that score -1 are right answers.
     `classes`: the dataset's class names (None: digits)."""
     score, images, true, pred = mistakes
     wrong = score >= 0

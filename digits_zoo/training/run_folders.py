@@ -26,8 +26,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
-from digits_zoo.cli import user_message
-from digits_zoo.stops import hydra_override
+from digits_zoo.training.messages import user_message
+from digits_zoo.training.stops import hydra_override
 
 LOCK_NAME = ".run.lock"
 _held: dict[Path, int] = {}  # folder -> the descriptor whose lock this process holds
@@ -108,7 +108,7 @@ def _check_resumable(config: DictConfig) -> None:
     """Refuse, in one line, a `resume=` folder that `load_resume` would refuse (it only reads)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from digits_zoo.resume import ResumeError, load_resume
+    from digits_zoo.training.resume import ResumeError, load_resume
 
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg

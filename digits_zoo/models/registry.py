@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from digits_zoo.errors import UnknownModelError
+from digits_zoo.models.pretrained import load_pretrained
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -45,7 +46,5 @@ def create_model(name: str, pretrained: bool | str | Path = False, **kwargs) -> 
         ) from None
     model = factory(**kwargs)
     if pretrained is not False:
-        from digits_zoo.weights import load_pretrained
-
         load_pretrained(model, name, pretrained)
     return model

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.errors import DigitsZooError, one_line
-from digits_zoo.weights import WeightsError, holds_code, trained_on
+from digits_zoo.models.pretrained import WeightsError, holds_code, trained_on
 
 EXAMPLE = "outputs/flatten_mlp/2026-11-23_22-30-00"
 
@@ -67,7 +67,7 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
     cfg = _read(config, lambda path: OmegaConf.create(OmegaConf.to_container(OmegaConf.load(path), resolve=True)))
     if not isinstance(cfg, DictConfig):
         raise ResumeError(f"resume={run}: its config.yaml is not a train.py configuration; train again without resume=")
-    check_targets(cfg, f"resume={run}: its config.yaml")
+    cfg = saved_config(cfg, f"resume={run}: its config.yaml")
     if Path(cfg.paths.output_dir).resolve() != folder.resolve():
         raise ResumeError(f"resume={run}: this run was made in {cfg.paths.output_dir}, and its configuration names "
                           "that folder for checkpoints and logs; move it back there to resume it")
@@ -80,17 +80,47 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
 TRUSTED_VARIABLE = "DIGITS_ZOO_TRUSTED_TARGETS"
 # What a saved config.yaml may build: the targets of configs/ (a test checks that this holds them all)...
 TRUSTED_TARGETS = frozenset({
-    "digits_zoo.callbacks.progress_bar", "digits_zoo.checkpoints.ModelCheckpoint", "digits_zoo.data.MNISTDataModule",
-    "digits_zoo.leaderboard.LeaderboardCallback", "digits_zoo.run_folders.RunFolderGuard",
-    "digits_zoo.training.ConfigCheck", "digits_zoo.workers.WatchedDDP", "lightning.pytorch.Trainer",
+    "digits_zoo.training.callbacks.progress_bar", "digits_zoo.training.checkpoints.ModelCheckpoint",
+    "digits_zoo.data.MNISTDataModule", "digits_zoo.leaderboard.LeaderboardCallback",
+    "digits_zoo.training.run_folders.RunFolderGuard", "digits_zoo.training.run.ConfigCheck",
+    "digits_zoo.training.workers.WatchedDDP", "lightning.pytorch.Trainer",
     "datetime.timedelta",  # (ModelCheckpoint's train_time_interval)
 })
+# Where the targets of run folders made before the engine moved into digits_zoo.training now live:
+# a saved config.yaml that names the old place builds the same class from the new one
+MOVED_TARGETS = {
+    "digits_zoo.callbacks.progress_bar": "digits_zoo.training.callbacks.progress_bar",
+    "digits_zoo.checkpoints.ModelCheckpoint": "digits_zoo.training.checkpoints.ModelCheckpoint",
+    "digits_zoo.run_folders.RunFolderGuard": "digits_zoo.training.run_folders.RunFolderGuard",
+    "digits_zoo.training.ConfigCheck": "digits_zoo.training.run.ConfigCheck",
+    "digits_zoo.workers.WatchedDDP": "digits_zoo.training.workers.WatchedDDP",
+}
 # ...and each callback and logger that Lightning exports from these modules, by that name
 TRUSTED_MODULES = ("lightning.pytorch.callbacks", "lightning.pytorch.loggers")
 
 
 class UntrustedConfigError(ResumeError):
     """A saved configuration that names a class or function outside the allow-list."""
+
+
+def saved_config(cfg: DictConfig, source: str) -> DictConfig:
+    """A configuration read from the file `source`, ready to build: its moved targets renamed
+    (`MOVED_TARGETS`), then checked against the allow-list (`check_targets`)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for node in _nodes(container):
+        if isinstance(node, dict) and node.get("_target_") in MOVED_TARGETS:
+            node["_target_"] = MOVED_TARGETS[node["_target_"]]
+    cfg = OmegaConf.create(container)
+    check_targets(cfg, source)
+    return cfg
+
+
+def _nodes(node):
+    """`node` and every dict and list inside it, however deep."""
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        yield from _nodes(child)
 
 
 def check_targets(cfg: DictConfig, source: str) -> None:

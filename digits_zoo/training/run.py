@@ -16,17 +16,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveragi
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from digits_zoo.callbacks import EpochSeed
-from digits_zoo.checkpoints import AtomicCheckpointIO
-from digits_zoo.cli import user_message
+from digits_zoo.training.callbacks import EpochSeed
+from digits_zoo.training.checkpoints import AtomicCheckpointIO
+from digits_zoo.training.messages import user_message
 from digits_zoo.errors import ConfigError, check_count, check_number
-from digits_zoo.leaderboard import markdown
-from digits_zoo.lr_find import find_learning_rate
-from digits_zoo.module import DigitClassifier
-from digits_zoo.resume import keep_logged_epochs, load_resume
-from digits_zoo.run_folders import refuse
-from digits_zoo.stops import reporting_stops
-from digits_zoo.weights import load_pretrained
+from digits_zoo.training.results import markdown
+from digits_zoo.training.lr_find import find_learning_rate
+from digits_zoo.training.module import DigitClassifier
+from digits_zoo.training.resume import keep_logged_epochs, load_resume
+from digits_zoo.training.run_folders import refuse
+from digits_zoo.training.stops import reporting_stops
+from digits_zoo.models.pretrained import load_pretrained
 from digits_zoo.writes import write_text_atomically
 
 log = logging.getLogger(__name__)

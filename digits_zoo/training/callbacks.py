@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
-from digits_zoo.data import batches_per_epoch
+from digits_zoo.data.mnist import batches_per_epoch
 
 
 class _CountBatches:

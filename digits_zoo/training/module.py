@@ -1,6 +1,6 @@
 """`DigitClassifier`: the one LightningModule. It owns the loss, the optimiser and the metrics; the
-grouped steps are in digits_zoo.loop, the divergence checks in digits_zoo.divergence, the pictures
-in digits_zoo.plots."""
+grouped steps are in digits_zoo.training.loop, the divergence checks in digits_zoo.training.divergence, the pictures
+in digits_zoo.training.plots."""
 
 from __future__ import annotations
 
@@ -13,25 +13,25 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from digits_zoo.data import batches_per_epoch
-from digits_zoo.divergence import DivergedError, check_losses, check_weights  # noqa: F401  (imported from here too)
+from digits_zoo.data.mnist import batches_per_epoch
+from digits_zoo.training.divergence import DivergedError, check_losses, check_weights  # noqa: F401  (imported from here too)
 from digits_zoo.errors import ConfigError, check_number
-from digits_zoo.loop import (
+from digits_zoo.training.loop import (
     can_step_directly,
     grouped_steps,
     lightning_loop_reasons,
     log_grouped_step_losses,
 )
-from digits_zoo.losses import LOSSES
-from digits_zoo.metrics import ConfidentMistakes
-from digits_zoo.plots import (
+from digits_zoo.training.losses import LOSSES
+from digits_zoo.training.metrics import ConfidentMistakes
+from digits_zoo.training.plots import (
     confusion_matrix_figure,
     image_loggers,
     log_figures,
     save_run_plots,
 )
-from digits_zoo.registry import create_model
-from digits_zoo.weights import trained_on
+from digits_zoo.models.registry import create_model
+from digits_zoo.models.pretrained import trained_on
 
 STAGES = ("train", "val", "test")
 
@@ -109,7 +109,7 @@ class DigitClassifier(L.LightningModule):
 
     def _choose_loop(self) -> None:
         """Grouped steps where they train exactly as Lightning's own loop would, else Lightning's loop
-        (see digits_zoo.loop); said in one line."""
+        (see digits_zoo.training.loop); said in one line."""
         trainer = self.trainer
         reasons = lightning_loop_reasons(trainer, self, DigitClassifier)
         group = getattr(trainer.datamodule, "steps_per_execution", 1)

@@ -166,7 +166,7 @@ def run_state(run_dir: str | Path) -> RunState:
     folder = Path(run_dir)
     if not (folder / "checkpoints" / "last.ckpt").is_file():
         return RunState(folder)
-    from digits_zoo.resume import ResumeError, load_resume
+    from digits_zoo.training.resume import ResumeError, load_resume
 
     try:
         resume = load_resume(folder, check_overrides=False)  # what `resume=` will check

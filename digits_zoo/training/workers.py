@@ -29,7 +29,7 @@ from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.trainer.states import TrainerFn
 
 from digits_zoo.errors import DigitsZooError, check_number
-from digits_zoo.stops import how_to_go_on, run_state
+from digits_zoo.training.stops import how_to_go_on, run_state
 
 TIMEOUT_KEY = "trainer.strategy.timeout_s"
 

@@ -77,7 +77,7 @@ def curve_figure(lrs, losses, suggestion: float | None, model_name: str):
     """The losses against the rate (log scale), their centred means, and the suggestion marked."""
     import numpy as np
 
-    from digits_zoo.plots import new_figure
+    from digits_zoo.training.plots import new_figure
 
     curve = smooth(list(losses))
     figure = new_figure(6.4, 4.8)
@@ -101,7 +101,7 @@ def curve_figure(lrs, losses, suggestion: float | None, model_name: str):
 def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule,
                        datamodule: L.LightningDataModule, out_dir: Path) -> dict:
     """Run the range test, write `lr_find.png` and `lr_find.csv` into `out_dir`, print the suggestion."""
-    from digits_zoo.plots import save_figure
+    from digits_zoo.training.plots import save_figure
 
     first_step = trainer.global_step  # (the test restores it)
     finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **cfg.lr_find_range)
