@@ -84,6 +84,28 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
     assert broken_links(page) == ["page.md: images/gone.png (no such file)", "page.md: other.md#not-a-heading (no such heading)"]
 
 
+def layout_entries(page: Path) -> set[str]:
+    """The files and folders that the layout block of docs/contributing.md names, as paths: an entry's
+    folder is the one above it with less indentation; an entry may name several (`demo.py, demo.html`)."""
+    block = page.read_text().split("## Layout", 1)[1].split("```", 2)[1]
+    folders, entries = [], set()
+    for line in block.splitlines()[1:]:
+        depth = (len(line) - len(line.lstrip())) // 2
+        folders = folders[:depth]
+        names = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0].split(", ")
+        entries.update("".join(folders) + name for name in names)
+        if names[0].endswith("/"):
+            folders.append(names[0])
+    return entries
+
+
+def test_the_layout_in_the_contributors_page_names_every_module_where_it_is():
+    code = {str(path.relative_to(ROOT)) for pattern in ("*.py", "*.html") for path in (ROOT / "digits_zoo").rglob(pattern)}
+    named = layout_entries(ROOT / "docs" / "contributing.md")
+    assert sorted(code - named - {p for p in code if p.endswith("__init__.py")}) == []  # each named where it is...
+    assert [n for n in sorted(named) if not (ROOT / n).exists()] == []  # ...and nothing that is not there
+
+
 def test_the_readme_is_a_five_minute_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
 
