@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from digits_zoo.data.contract import check_data_module
 from digits_zoo.training.callbacks import progress_bar
 from digits_zoo.errors import ConfigError
 from digits_zoo.training.module import DigitClassifier
@@ -47,16 +48,19 @@ def check_keys(cfg: DictConfig) -> None:
 
 
 def datamodule_for(cfg: DictConfig, trained):
-    """The data module of the test set: the model's own dataset unless `cfg.data` names one, read
-    as the model's inputs were in training (whatever data.standardize says), with no hold-out."""
+    """The data module of the test set (data=NAME's own class, else MNISTDataModule): the model's own dataset
+    unless `cfg.data` names one, read as the model's inputs were in training (whatever data.standardize says),
+    with no hold-out."""
     settings = OmegaConf.to_container(cfg.data, resolve=True)
     dataset = settings.get("dataset") or trained.dataset
     if dataset != trained.dataset and not cfg.get("allow_other_dataset"):
         raise ConfigError(f"{cfg.model_source} was trained on {trained.dataset}, not {dataset}; drop data= to test it on "
                           f"{trained.dataset}, or add allow_other_dataset=true to test it on {dataset} anyway")
-    settings = {**settings, "_target_": "digits_zoo.data.MNISTDataModule", "dataset": dataset, "standardize": False,
+    settings = {"_target_": "digits_zoo.data.MNISTDataModule", **settings, "dataset": dataset, "standardize": False,
                 "normalization": trained.normalization, "val_size": 0, "train_size": None}
-    return instantiate(settings)
+    datamodule = instantiate(settings)
+    check_data_module(datamodule)
+    return datamodule
 
 
 def evaluate(cfg: DictConfig) -> dict:

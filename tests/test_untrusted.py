@@ -19,6 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from digits_zoo import leaderboard
+from digits_zoo.data.contract import RECORD_KEY
 from digits_zoo.training.messages import user_message
 from digits_zoo.evaluate import evaluate
 from digits_zoo.export import main as export_main
@@ -216,16 +217,16 @@ def misrecord(strangers_run: Path, **record) -> Path:
     """The run's best checkpoint, its data module's record changed to `record`."""
     checkpoint = resolve_checkpoint(strangers_run)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state["MNISTDataModule"].update(record)
+    state[RECORD_KEY].update(record)
     torch.save(state, checkpoint)
     return checkpoint
 
 
 @pytest.mark.parametrize("record, field", [
-    ({"normalization": [0.0, 0.0]}, "MNISTDataModule.normalization=[0.0, 0.0], not a finite mean and a std above 0"),
-    ({"normalization": [float("nan"), 1.0]}, "MNISTDataModule.normalization=[nan, 1.0], not a finite mean"),
-    ({"normalization": "0.1,0.3"}, "MNISTDataModule.normalization='0.1,0.3', not a finite mean"),
-    ({"dataset": "__builtins__"}, "MNISTDataModule.dataset='__builtins__', not one of MNIST, FashionMNIST, KMNIST"),
+    ({"normalization": [0.0, 0.0]}, "digits_zoo/data.normalization=[0.0, 0.0], not a finite mean and a std above 0"),
+    ({"normalization": [float("nan"), 1.0]}, "digits_zoo/data.normalization=[nan, 1.0], not a finite mean"),
+    ({"normalization": "0.1,0.3"}, "digits_zoo/data.normalization='0.1,0.3', not a finite mean"),
+    ({"dataset": "__builtins__"}, "digits_zoo/data.dataset='__builtins__', not one of MNIST, FashionMNIST, KMNIST"),
 ])
 def test_a_checkpoint_whose_records_lie_is_refused_naming_the_field(record, field, strangers_run, tiny_data, tmp_path,
                                                                      capsys):
@@ -243,8 +244,8 @@ def test_a_checkpoint_whose_records_lie_is_refused_naming_the_field(record, fiel
 def test_resume_checks_the_records_of_its_checkpoint(strangers_run):
     last = strangers_run / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=True)
-    torch.save({**state, "MNISTDataModule": {"dataset": "MNIST", "normalization": [0.5, 0.0]}}, last)
-    with pytest.raises(ResumeError, match=re.escape(f"{last}: the checkpoint records MNISTDataModule.normalization=[0.5, 0.0], not a finite")):
+    torch.save({**state, RECORD_KEY: {"dataset": "MNIST", "normalization": [0.5, 0.0]}}, last)
+    with pytest.raises(ResumeError, match=re.escape(f"{last}: the checkpoint records digits_zoo/data.normalization=[0.5, 0.0], not a finite")):
         load_resume(strangers_run, check_overrides=False)
 
 
@@ -253,7 +254,7 @@ def test_the_demo_refuses_a_lying_checkpoint_in_one_line(strangers_run):
     from digits_zoo.demo import checkpoint_models
 
     checkpoint = misrecord(strangers_run, dataset="__builtins__")
-    with pytest.raises(WeightsError, match="MNISTDataModule.dataset='__builtins__'"):
+    with pytest.raises(WeightsError, match="digits_zoo/data.dataset='__builtins__'"):
         checkpoint_models([str(checkpoint)])
 
 
@@ -263,7 +264,7 @@ def test_the_shipped_records_pass_the_same_checks():
     for name, entry in manifest().items():
         mean, std = entry["input"]["mean"], entry["input"]["std"]
         record = {"dataset": entry["dataset"], "normalization": None if mean is None else [mean, std]}
-        assert trained_on({"MNISTDataModule": record}, name) == (entry["dataset"], None if mean is None else (mean, std))
+        assert trained_on({RECORD_KEY: record}, name) == (entry["dataset"], None if mean is None else (mean, std))
 
 
 # ---------------------------------------------------------------- a malformed results.json

@@ -13,11 +13,10 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
+from digits_zoo.data.contract import DATASETS
 from digits_zoo.errors import ConfigError, DataError, check_count, one_line
 
 DATA_DIR_ENV = "DIGITS_ZOO_DATA_DIR"
-# torchvision's datasets that share MNIST's files and loading (subclasses of MNIST without options)
-DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
 
 
 def default_data_dir() -> Path:
@@ -156,7 +155,7 @@ class MNISTDataModule(L.LightningDataModule):
     training images (0 trains on all of them, as the seed does). Pixels are scaled by 1/255 and,
     with `standardize`, shifted and scaled by the training split's mean and std (or by
     `normalization`, a given (mean, std): how a model trained standardised is evaluated). Checkpoints
-    record the mean and std (`state_dict`), so that a model is always fed as it was trained. `train_size`
+    record the mean and std (`digits_zoo.data.contract`), so that a model is always fed as it was trained. `train_size`
     keeps that many training images (a label budget, e.g. for transfer experiments). `augment`
     ({"degrees", "scale", "translate"}) randomly transforms every training batch.
     """
@@ -259,11 +258,6 @@ class MNISTDataModule(L.LightningDataModule):
             for x, _ in self.splits.values():
                 x.sub_(mean).div_(std)
             self.background = float(torch.tensor(-mean) / std)  # in float32, as the pixels
-
-    def state_dict(self) -> dict:
-        """What Lightning keeps in every checkpoint (under "MNISTDataModule"): the dataset, and the
-        inputs' mean and std where they were standardised (predict, eval.py and export apply them)."""
-        return {"dataset": self.dataset_cls.__name__, "normalization": list(self.normalization) if self.normalization else None}
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, H, W) and int64 labels, checked for consistency."""

@@ -51,22 +51,28 @@ def pretrained_info(name: str) -> dict:
 
 def trained_on(checkpoint: dict, source: str | Path | None = None) -> tuple[str, tuple[float, float] | None]:
     """The dataset a run's checkpoint was trained on, and the (mean, std) its inputs were
-    standardised with (None: pixels / 255 only), as its data module recorded them: checked, since a
-    file from elsewhere may record anything (a WeightsError names the field, and the file `source`)."""
-    from digits_zoo.data.mnist import DATASETS  # (only for checkpoints, which bring Lightning anyway)
+    standardised with (None: pixels / 255 only), as the run recorded them (`digits_zoo.data.contract`):
+    checked, since a file from elsewhere may record anything (a WeightsError names the field, and the
+    file `source`). A checkpoint without that record is refused: its inputs cannot be prepared as in training."""
+    from digits_zoo.data.contract import DATASETS, LIGHTNING_KEY, RECORD_KEY  # (only for checkpoints: brings Lightning)
 
-    record = checkpoint.get("MNISTDataModule", {})
+    key = next((key for key in (RECORD_KEY, LIGHTNING_KEY) if key in checkpoint), None)
+    if key is None:
+        raise WeightsError(f"{f'{source}: ' if source else ''}the checkpoint has no record of the data it was trained "
+                           f"on ({RECORD_KEY!r}: its dataset and normalization), so its inputs cannot be prepared as in "
+                           "training; use a checkpoint that train.py wrote")
+    record = checkpoint[key]
     if not isinstance(record, dict):
-        raise _misrecorded(source, "MNISTDataModule", record, "a record of its dataset and normalization")
-    dataset, normalization = record.get("dataset", "MNIST"), record.get("normalization")
+        raise _misrecorded(source, key, record, "a record of its dataset and normalization")
+    dataset, normalization = record.get("dataset"), record.get("normalization")
     if dataset not in DATASETS:  # (its name picks a torchvision class)
-        raise _misrecorded(source, "MNISTDataModule.dataset", dataset, f"one of {', '.join(DATASETS)}")
+        raise _misrecorded(source, f"{key}.dataset", dataset, f"one of {', '.join(DATASETS)}")
     if normalization is None:
         return dataset, None
     numbers = isinstance(normalization, (list, tuple)) and len(normalization) == 2 and all(
         isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in normalization)
     if not (numbers and normalization[1] > 0):  # (x - mean) / std: a std of 0 makes every input nan
-        raise _misrecorded(source, "MNISTDataModule.normalization", normalization, "a finite mean and a std above 0")
+        raise _misrecorded(source, f"{key}.normalization", normalization, "a finite mean and a std above 0")
     return dataset, (float(normalization[0]), float(normalization[1]))
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from digits_zoo.data.contract import RECORD_KEY, DataModule, data_record
 from digits_zoo.data.mnist import batches_per_epoch
 from digits_zoo.training.divergence import DivergedError, check_losses, check_weights  # noqa: F401  (imported from here too)
 from digits_zoo.errors import ConfigError, check_number
@@ -209,6 +210,8 @@ class DigitClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["history"] = self.history  # so that a resumed run's curves start at its first epoch
+        if isinstance(self.trainer.datamodule, DataModule):  # how predict, eval.py and export will feed the network
+            checkpoint[RECORD_KEY] = data_record(self.trainer.datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # epochs already in memory are as new as the checkpoint's or newer: testing the best

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveragi
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from digits_zoo.data.contract import check_data_module
 from digits_zoo.training.callbacks import EpochSeed
 from digits_zoo.training.checkpoints import AtomicCheckpointIO
 from digits_zoo.training.messages import user_message
@@ -66,6 +67,7 @@ SET_BY_TRAIN = {
 def check_config(cfg: DictConfig, datamodule) -> None:
     """The mistakes in a run's config that can be found before anything is written: each a ConfigError
     (or the data module's DataError for missing files that download=false will not fetch)."""
+    check_data_module(datamodule)
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
     if cfg.trainer.get("limit_test_batches", 1) == 0:  # Lightning would skip trainer.test, which results.json reports
         raise ConfigError("trainer.limit_test_batches=0 would skip the test that every run ends with (results.json and "
