@@ -74,9 +74,9 @@ def config_groups_table() -> str:
     rows = []
     for group, _ in defaults:
         options = sorted((CONFIGS / group).glob("*.yaml"))
-        if group == "model":  # one file per registered model: described with the models
-            names = ", ".join(f"`{o.stem}`" + (" (default)" if o.stem == default[group] else "") for o in options)
-            rows.append([f"`{group}`", names, "a registered model: its `name` and keyword arguments (`model.kwargs.*`)"])
+        if group == "model":  # one file per registered model, listed with the models: adding one changes no table
+            option = f"`{default[group]}` (default), or any registered model ([the zoo](models.md#the-zoo))"
+            rows.append([f"`{group}`", option, "a registered model: its `name` and keyword arguments (`model.kwargs.*`)"])
             continue
         if default[group] == "null":
             rows.append([f"`{group}`", "`null` (default)", "none"])

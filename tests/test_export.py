@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import digits_zoo.export as export_module
-from digits_zoo import list_models
-from digits_zoo.export import export, main
+from digits_zoo import create_model, list_models
+from digits_zoo.export import export, main, onnx_export, parity
 from digits_zoo.predict import load_trained
 from digits_zoo.models.pretrained import manifest
 from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
@@ -23,19 +23,27 @@ def run_onnx(path, images: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name, tiny_data, tmp_path):
+def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name, tmp_path):
+    network = create_model(name).eval()  # whether it exports is the network's: no weights need ship
     out = tmp_path / "exported" / f"{name}.onnx"
     out.parent.mkdir()
-    check = export(name, out, data_dir=tiny_data)
+    onnx_export(network, out)
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # self-contained: no .data beside it
+    check = parity(out, network, torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(0)), None)
     assert check["within_tolerance"] and check["same_digits"] == check["images"] == 300
     assert check["max_difference"] <= export_module.ATOL
-    network = load_trained(name).network
     for batch in (1, 7):  # the batch size is dynamic
         images = torch.rand(batch, 1, 28, 28)
         np.testing.assert_allclose(run_onnx(out, images), network(images).detach().numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_a_shipped_model_exports_by_name_with_its_record_in_the_metadata(tiny_data, tmp_path):
+    out = tmp_path / "lenet5.onnx"
+    check = export("lenet5", out, data_dir=tiny_data)
+    assert check["within_tolerance"] and check["same_digits"] == check["images"] == 300
+    network = load_trained("lenet5").network
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
-    assert meta["digits_zoo.model"] == name and meta["digits_zoo.output_activation"] == network.output_activation
+    assert meta["digits_zoo.model"] == "lenet5" and meta["digits_zoo.output_activation"] == network.output_activation
     assert meta["digits_zoo.dataset"] == "MNIST"
     assert len(json.loads(meta["digits_zoo.classes"])) == 10
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from digits_zoo import create_model, list_models
+from digits_zoo import create_model, list_models, list_pretrained
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_every_model_loads_through_torch_hub_with_its_shipped_weights(name):
+@pytest.mark.parametrize("name", list_pretrained())
+def test_every_shipped_model_loads_through_torch_hub_with_its_weights(name):
     hub = torch.hub.load(str(ROOT), name, source="local", pretrained=True)
     shipped = create_model(name, pretrained=True)
     assert type(hub) is type(shipped)

@@ -1,7 +1,12 @@
+import importlib
+import shutil
+import sys
+
 import pytest
 from torch import nn
 
 import digits_zoo
+import digits_zoo.models
 from digits_zoo import create_model, list_models, register_model
 from digits_zoo.errors import UnknownModelError
 from digits_zoo.models.registry import _MODELS
@@ -11,6 +16,24 @@ SEED_MODELS = {"single_dense", "two_layer_mlp", "flatten_mlp", "softmax_mlp"}
 
 def test_seed_models_are_registered_on_import():
     assert SEED_MODELS <= set(digits_zoo.list_models())
+
+
+def test_a_module_in_the_zoos_folder_is_imported_so_a_model_is_one_file(tmp_path, monkeypatch):
+    # the zoo's __init__ in a folder beside a new module, and no line naming it
+    zoo = tmp_path / "another_zoo"
+    zoo.mkdir()
+    shutil.copy(digits_zoo.models.__file__, zoo / "__init__.py")
+    (zoo / "new_model.py").write_text("from torch import nn\n\nfrom digits_zoo.models.registry import register_model\n\n\n"
+                                      "@register_model\n"
+                                      "def a_model_in_its_own_file():\n    return nn.Linear(1, 1)\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    try:
+        importlib.import_module("another_zoo")
+        assert "a_model_in_its_own_file" in list_models()
+    finally:
+        _MODELS.pop("a_model_in_its_own_file", None)
+        for name in ("another_zoo", "another_zoo.new_model"):
+            sys.modules.pop(name, None)
 
 
 def test_list_models_filters_with_shell_patterns_and_sorts():
