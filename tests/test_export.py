@@ -11,7 +11,7 @@ import torch
 
 import digits_zoo.export as export_module
 from digits_zoo import list_models
-from digits_zoo.export import export, main
+from digits_zoo.export import export_onnx, main
 from digits_zoo.predict import load_trained
 from digits_zoo.models.pretrained import manifest
 from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
@@ -26,7 +26,7 @@ def run_onnx(path, images: torch.Tensor) -> np.ndarray:
 def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name, tiny_data, tmp_path):
     out = tmp_path / "exported" / f"{name}.onnx"
     out.parent.mkdir()
-    check = export(name, out, data_dir=tiny_data)
+    check = export_onnx(name, out, data_dir=tiny_data)
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # self-contained: no .data beside it
     assert check["within_tolerance"] and check["same_digits"] == check["images"] == 300
     assert check["max_difference"] <= export_module.ATOL
@@ -42,7 +42,7 @@ def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name,
 
 def test_a_standardized_run_exports_with_its_normalization_inside(standardized_run, tiny_data, tmp_path):
     out = tmp_path / "run.onnx"
-    export(str(standardized_run), out, data_dir=tiny_data)
+    export_onnx(str(standardized_run), out, data_dir=tiny_data)
     trained = load_trained(standardized_run)
     mean, std = trained.normalization
     pixels = torch.rand(5, 1, 28, 28)  # what people give the file: pixels / 255
@@ -94,6 +94,6 @@ def test_an_unknown_source_is_one_line(tmp_path, capsys):
 
 @pytest.mark.real_data
 def test_the_exported_strong_model_keeps_its_test_accuracy_under_onnxruntime(real_data_dir, tmp_path):
-    check = export("vgg_bn", tmp_path / "vgg_bn.onnx", data_dir=real_data_dir)
+    check = export_onnx("vgg_bn", tmp_path / "vgg_bn.onnx", data_dir=real_data_dir)
     assert check["images"] == 10_000 and check["same_digits"] == 10_000
     assert check["onnxruntime_acc"] == check["torch_acc"] == pytest.approx(manifest()["vgg_bn"]["test_acc"], abs=1e-4)
