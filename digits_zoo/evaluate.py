@@ -13,8 +13,6 @@ trained), and the summary is printed.
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 import lightning as L
@@ -25,13 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from digits_zoo.data.contract import check_data_module
 from digits_zoo.training.callbacks import progress_bar
 from digits_zoo.errors import ConfigError
+from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.predict import load_trained
+from digits_zoo.training.results import evaluation_markdown, loggers, report
 from digits_zoo.training.run import check_accelerator, tidy_lightning_logging
-from digits_zoo.writes import write_text_atomically
 
-log = logging.getLogger(__name__)
-SUMMARY = ("model", "source", "dataset", "test images", "test accuracy", "test loss")
 TAKES = ("model_source", "data", "trainer", "logger", "allow_other_dataset", "seed", "paths")  # configs/eval.yaml's
 
 
@@ -78,8 +75,7 @@ def evaluate(cfg: DictConfig) -> dict:
                           f"{datamodule.dataset_cls.__name__} has {datamodule.num_classes}; choose a dataset it was trained for")
     module = DigitClassifier(**{**trained.hparams, "compile": False})
     module.model.load_state_dict(trained.network.state_dict())
-    loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[progress_bar()],
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers(cfg) or False, callbacks=[progress_bar(), RunFigures()],
                                      enable_checkpointing=False)
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
     results = {
@@ -92,11 +88,5 @@ def evaluate(cfg: DictConfig) -> dict:
         "test/loss": metrics["test/loss"],
         "normalization": list(trained.normalization) if trained.normalization else None,
     }
-    if trainer.is_global_zero:
-        write_text_atomically(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-        dataset = results["dataset"] + ("" if results["dataset"] == trained.dataset else f" (trained on {trained.dataset})")
-        row = [results["model"], results["source"], dataset, f"{results['test_images']:,}",
-               f"{100 * results['test/acc']:.2f}%", f"{results['test/loss']:.4f}"]
-        table = "| " + " | ".join(SUMMARY) + " |\n|" + "---|" * len(SUMMARY) + "\n| " + " | ".join(row) + " |\n"
-        log.info("Evaluation\n\n%s\nrun folder: %s", table, out_dir)
+    report(trainer, out_dir, results, "Evaluation", evaluation_markdown([results]))
     return {"metrics": results, "trainer": trainer, "module": module}

@@ -51,7 +51,7 @@ def check_images(data_dir: str | Path | None, dataset: str = "MNIST") -> tuple[t
     return images, labels, f"the {len(images):,} {dataset} test images"
 
 
-def onnx_export(network: nn.Module, path: Path) -> None:
+def write_onnx(network: nn.Module, path: Path) -> None:
     """torch's exporter, to one self-contained file (no `.data` beside it), batch size dynamic."""
     try:
         import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
@@ -64,7 +64,7 @@ def onnx_export(network: nn.Module, path: Path) -> None:
             warnings.simplefilter("ignore")
             torch.onnx.export(network, (example,), path, input_names=["images"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, dynamo=True)
-    except OSError:  # writing the file, not exporting the network: `export` names the file
+    except OSError:  # writing the file, not exporting the network: `export_onnx` names the file
         raise
     except Exception as error:  # torch.export's and the translation's errors alike: this network does not export
         raise ExportError(f"torch's ONNX exporter cannot export this network: {one_line(error).split(' Next steps:')[0]}") from error
@@ -116,7 +116,7 @@ def parity(path: Path, network: nn.Module, images: torch.Tensor, labels: torch.T
     return check
 
 
-def export(source: str, out: Path | None = None, data_dir: str | Path | None = None) -> dict:
+def export_onnx(source: str, out: Path | None = None, data_dir: str | Path | None = None) -> dict:
     """Write SOURCE's model as ONNX to `out` (default `<name>.onnx`) after checking it; returns the check."""
     from digits_zoo.predict import Standardize, load_trained
 
@@ -128,7 +128,7 @@ def export(source: str, out: Path | None = None, data_dir: str | Path | None = N
     check_destination(out, trained.name)
     temporary = out.with_name(f".{out.name}.tmp")
     try:
-        onnx_export(network, temporary)
+        write_onnx(network, temporary)
         add_metadata(temporary, {"digits_zoo.model": trained.name, "digits_zoo.source": str(source),
                                  "digits_zoo.dataset": trained.dataset,
                                  "digits_zoo.output_activation": trained.network.output_activation,
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: $DIGITS_ZOO_DATA_DIR or ./data)")
     args = parser.parse_args(argv)
     try:
-        check = export(args.source, args.out, args.data_dir)
+        check = export_onnx(args.source, args.out, args.data_dir)
     except (DigitsZooError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1

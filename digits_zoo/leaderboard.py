@@ -31,7 +31,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from digits_zoo.errors import one_line
-from digits_zoo.training.results import EVALUATION_COLUMNS, markdown, markdown_table
+from digits_zoo.training.results import evaluation_markdown, markdown, markdown_table
 
 
 FIELDS = {"model": str, "group": str, "dataset": str, "seed": int, "params": int, "epochs": int,  # leaderboard.csv
@@ -272,10 +272,8 @@ def report(rows: list[dict]) -> str:
     text = "\n".join((f"{title}:\n\n" if len(parts) > 1 else "") + _section(members) for title, members in parts)
     evaluations = sorted((r for r in rows if kind(r) == "evaluation"), key=lambda r: str(r.get("dataset")))
     if evaluations:
-        table = markdown_table(list(EVALUATION_COLUMNS), [[show(r) for show in EVALUATION_COLUMNS.values()]
-                                                          for r in evaluations])
         text += (text and "\n") + ("Evaluations by eval.py (tested, not trained: not ranked with training runs):"
-                                    f"\n\n{table}")
+                                    f"\n\n{evaluation_markdown(evaluations)}")
     other = [r["run"] for r in rows if kind(r) == "other"]
     if other:
         text += (text and "\n") + (f"Skipped {len(other)} results.json written by neither train.py nor eval.py: "
@@ -303,6 +301,7 @@ def chosen_test(trial: dict) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from digits_zoo.training.figures import RunFigures
     from digits_zoo.training.module import DigitClassifier
     from digits_zoo.training.resume import saved_config
     from digits_zoo.models.pretrained import resolve_checkpoint
@@ -312,7 +311,7 @@ def chosen_test(trial: dict) -> dict:
     cfg = saved_config(OmegaConf.load(config), str(config))
     module = DigitClassifier.load_from_checkpoint(resolve_checkpoint(trial["run"]), map_location="cpu",
                                                   weights_only=True)
-    trainer = instantiate(cfg.trainer, devices=1, logger=False, enable_checkpointing=False,
+    trainer = instantiate(cfg.trainer, devices=1, logger=False, enable_checkpointing=False, callbacks=[RunFigures()],
                           enable_progress_bar=False, enable_model_summary=False)
     (metrics,) = trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)
     return metrics

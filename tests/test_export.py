@@ -11,7 +11,7 @@ import torch
 
 import digits_zoo.export as export_module
 from digits_zoo import create_model, list_models
-from digits_zoo.export import export, main, onnx_export, parity
+from digits_zoo.export import export_onnx, main, parity, write_onnx
 from digits_zoo.predict import load_trained
 from digits_zoo.models.pretrained import manifest
 from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
@@ -27,7 +27,7 @@ def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name,
     network = create_model(name).eval()  # whether it exports is the network's: no weights need ship
     out = tmp_path / "exported" / f"{name}.onnx"
     out.parent.mkdir()
-    onnx_export(network, out)
+    write_onnx(network, out)
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # self-contained: no .data beside it
     check = parity(out, network, torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(0)), None)
     assert check["within_tolerance"] and check["same_digits"] == check["images"] == 300
@@ -39,7 +39,7 @@ def test_every_registered_model_exports_to_one_file_that_agrees_with_torch(name,
 
 def test_a_shipped_model_exports_by_name_with_its_record_in_the_metadata(tiny_data, tmp_path):
     out = tmp_path / "lenet5.onnx"
-    check = export("lenet5", out, data_dir=tiny_data)
+    check = export_onnx("lenet5", out, data_dir=tiny_data)
     assert check["within_tolerance"] and check["same_digits"] == check["images"] == 300
     network = load_trained("lenet5").network
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
@@ -50,7 +50,7 @@ def test_a_shipped_model_exports_by_name_with_its_record_in_the_metadata(tiny_da
 
 def test_a_standardized_run_exports_with_its_normalization_inside(standardized_run, tiny_data, tmp_path):
     out = tmp_path / "run.onnx"
-    export(str(standardized_run), out, data_dir=tiny_data)
+    export_onnx(str(standardized_run), out, data_dir=tiny_data)
     trained = load_trained(standardized_run)
     mean, std = trained.normalization
     pixels = torch.rand(5, 1, 28, 28)  # what people give the file: pixels / 255
@@ -102,6 +102,6 @@ def test_an_unknown_source_is_one_line(tmp_path, capsys):
 
 @pytest.mark.real_data
 def test_the_exported_strong_model_keeps_its_test_accuracy_under_onnxruntime(real_data_dir, tmp_path):
-    check = export("vgg_bn", tmp_path / "vgg_bn.onnx", data_dir=real_data_dir)
+    check = export_onnx("vgg_bn", tmp_path / "vgg_bn.onnx", data_dir=real_data_dir)
     assert check["images"] == 10_000 and check["same_digits"] == 10_000
     assert check["onnxruntime_acc"] == check["torch_acc"] == pytest.approx(manifest()["vgg_bn"]["test_acc"], abs=1e-4)

@@ -117,6 +117,15 @@ def test_evaluations_are_listed_apart_from_the_training_runs(tmp_path, capsys):
     assert [r["model"] for r in leaderboard.read(tmp_path / "board" / "leaderboard.csv")] == ["x"]  # training runs
 
 
+def test_an_evaluation_on_another_dataset_says_what_the_model_was_trained_on():
+    from digits_zoo.training.results import evaluation_markdown
+
+    row = {"model": "lenet5", "source": "run", "dataset": "MNIST", "trained_on": "FashionMNIST", "test_images": 300,
+           "test/acc": 0.1, "test/loss": 2.3}
+    assert evaluation_markdown([row]).splitlines()[-1] == "| lenet5 | run | MNIST (trained on FashionMNIST) | 300 | 10.00% | 2.3000 |"
+    assert "| MNIST |" in evaluation_markdown([{**row, "trained_on": "MNIST"}])  # its own dataset: said once
+
+
 def test_runs_on_different_datasets_are_never_ranked_together(tmp_path):
     write_run(tmp_path / "m1", "a", 0.98, 1, dataset="MNIST")
     write_run(tmp_path / "f1", "a", 0.90, 1, "data=fashion_mnist", dataset="FashionMNIST")

@@ -24,7 +24,7 @@ def test_counts_and_label_histograms(real_data_dir):
 def test_one_epoch_of_flatten_mlp_reaches_95_percent(real_data_dir, make_cfg, tmp_path):
     output = train(make_cfg("model=flatten_mlp", "trainer.max_epochs=1", "data.val_size=5000", data_dir=real_data_dir))
     assert output["metrics"]["test/acc"] >= 0.95
-    score, images, true, pred = output["module"]._mistakes  # the most confident mistakes, as plotted
+    score, images, true, pred = output["module"].mistakes  # the most confident mistakes, as plotted
     assert len(images) == 20 and (score >= 0).all() and (true != pred).all()
     assert (tmp_path / "run" / "mistakes.png").stat().st_size > 10_000
 

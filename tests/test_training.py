@@ -7,6 +7,7 @@ import torch
 from matplotlib.image import imread
 
 from digits_zoo.training.callbacks import BatchProgressBar
+from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.training.plots import confusion_matrix_figure, mistakes_figure, per_class_accuracy_figure
 from digits_zoo.training.run import train
@@ -68,7 +69,7 @@ def test_a_run_on_another_dataset_draws_its_class_names(tmp_path, monkeypatch):
     from tests.idx import write_dataset
 
     drawn = {}
-    monkeypatch.setattr("digits_zoo.training.module.save_run_plots", lambda *args: drawn.setdefault("classes", args[-1]) and {})
+    monkeypatch.setattr("digits_zoo.training.figures.save_run_plots", lambda *args: drawn.setdefault("classes", args[-1]) and {})
     data = write_dataset(tmp_path / "data", name="FashionMNIST")
     train(compose_tiny_run(data, tmp_path / "run", "data=fashion_mnist", "trainer.max_epochs=1"))
     assert drawn["classes"][9] == "Ankle boot"
@@ -110,6 +111,21 @@ def test_tensorboard_gets_the_confusion_matrices(run):
     events = EventAccumulator(str(out / "tensorboard")).Reload()
     assert {"val/confusion_matrix", "test/confusion_matrix", "test/confusion_matrix_normalized",
             "test/per_class_accuracy", "test/mistakes", "test/training_curves"} <= set(events.Tags()["images"])
+
+
+def test_the_module_only_measures_and_the_run_figures_callback_draws(run, tmp_path):
+    output, _ = run
+    module, dm = output["module"], output["datamodule"]
+    settings = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                "enable_model_summary": False}
+    L.Trainer(default_root_dir=tmp_path / "plain", **settings).test(module, datamodule=dm, verbose=False)
+    assert module.confusion["test"].sum() == 300 and len(module.mistakes[1]) == 20
+    assert not (tmp_path / "plain").exists()  # a plain Trainer's test draws nothing
+    drawing = L.Trainer(default_root_dir=tmp_path / "drawn", callbacks=[RunFigures()], **settings)
+    drawing.test(module, datamodule=dm, verbose=False)
+    assert {p.name for p in (tmp_path / "drawn").iterdir()} == {
+        "confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_accuracy.png",
+        "mistakes.png", "training_curves.png"}
 
 
 def test_checkpoint_loads_without_the_config(run):

@@ -309,7 +309,7 @@ def test_a_malformed_results_json_is_skipped_with_a_warning_and_the_table_stands
 def test_an_export_to_a_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     import digits_zoo.export as export_module
 
-    monkeypatch.setattr(export_module, "onnx_export", lambda *args: pytest.fail("exported anyway"))
+    monkeypatch.setattr(export_module, "write_onnx", lambda *args: pytest.fail("exported anyway"))
     (tmp_path / "a_file").touch()
     for out, why in ((tmp_path / "nowhere" / "m.onnx", f"the folder {tmp_path / 'nowhere'} does not exist"),
                      (tmp_path / "a_file" / "m.onnx", f"the folder {tmp_path / 'a_file'} is a file, not a folder")):

@@ -1,6 +1,6 @@
 """`DigitClassifier`: the one LightningModule. It owns the loss, the optimiser and the metrics; the
-grouped steps are in digits_zoo.training.loop, the divergence checks in digits_zoo.training.divergence, the pictures
-in digits_zoo.training.plots."""
+grouped steps are in digits_zoo.training.loop, the divergence checks in digits_zoo.training.divergence. It draws
+nothing: the callback digits_zoo.training.figures.RunFigures draws the pictures from the metrics it keeps."""
 
 from __future__ import annotations
 
@@ -25,12 +25,6 @@ from digits_zoo.training.loop import (
 )
 from digits_zoo.training.losses import LOSSES
 from digits_zoo.training.metrics import ConfidentMistakes
-from digits_zoo.training.plots import (
-    confusion_matrix_figure,
-    image_loggers,
-    log_figures,
-    save_run_plots,
-)
 from digits_zoo.models.registry import create_model
 from digits_zoo.models.pretrained import trained_on
 
@@ -98,8 +92,11 @@ class DigitClassifier(L.LightningModule):
         for stage in ("val", "test"):
             self.metrics[f"{stage}_confusion"] = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.metrics["test_mistakes"] = ConfidentMistakes()
+        # what the pictures show (digits_zoo.training.figures): the last validation's and test's confusion
+        # matrices, the last test's most confident mistakes (every process's) and the epochs' means
+        self.confusion: dict[str, torch.Tensor] = {}  # "val", "test" -> counts, true class x predicted
+        self.mistakes: tuple[torch.Tensor, ...] = ()  # (score, images, true, pred), as ConfidentMistakes computes them
         self.history: dict[int, dict[str, float]] = {}  # epoch -> {"train/loss": ..., "val/acc": ...}
-        self._mistakes: tuple[torch.Tensor, ...] = ()  # the last test's most confident mistakes, every process's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -222,25 +219,13 @@ class DigitClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
-        confusion = self._compute_and_reset("val_confusion")
-        if not self.trainer.sanity_checking and self.trainer.is_global_zero and image_loggers(self.loggers):
-            figure = confusion_matrix_figure(confusion, "Validation confusion matrix", classes=self._class_names())
-            log_figures(self.loggers, {"val/confusion_matrix": figure}, self.current_epoch)
+        self.confusion["val"] = self._compute_and_reset("val_confusion")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        confusion = self._compute_and_reset("test_confusion")
         # every process's (each tested its share): compute() gathers them, a collective
-        self._mistakes = self._compute_and_reset("test_mistakes")
-        if self.trainer.is_global_zero:
-            figures = save_run_plots(self.trainer.default_root_dir, confusion, self.history, self._mistakes,
-                                     self._class_names())
-            log_figures(self.loggers, {f"test/{name}": figure for name, figure in figures.items()}, self.global_step)
-
-    def _class_names(self) -> list[str] | None:
-        """The class names of the dataset the trainer's data module reads (None: not known)."""
-        dataset = getattr(self.trainer.datamodule, "dataset_cls", None)
-        return list(dataset.classes) if dataset is not None else None
+        self.confusion["test"] = self._compute_and_reset("test_confusion")
+        self.mistakes = self._compute_and_reset("test_mistakes")
 
     def _compute_and_reset(self, name: str) -> torch.Tensor | tuple[torch.Tensor, ...]:
         value = self.metrics[name].compute()

@@ -1,12 +1,22 @@
-"""What a run reports: its `results.json` and the Markdown tables that show results (one row per
-run), shared by train.py's summary, eval.py's and the leaderboard's."""
+"""What a run reports, for train.py and eval.py alike: its loggers, its `results.json`, its summary,
+and the Markdown tables that show results (one row per run), which the leaderboard shows too."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra.utils import instantiate
 
 from digits_zoo.writes import write_text_atomically
+
+if TYPE_CHECKING:  # (the leaderboard reads these tables without importing Lightning)
+    import lightning as L
+    from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
 def _show(key: str, form: str = "{}", missing: str = ""):
@@ -25,8 +35,16 @@ COLUMNS = {  # header: how to show a results.json entry
     "best epoch": _show("best_epoch"),
     "seed": _show("seed"),
 }
+
+
+def _tested_on(r: dict) -> str:
+    """The test set's dataset, and the model's where it is another."""
+    dataset, trained_on = r.get("dataset") or "", r.get("trained_on")
+    return dataset if trained_on in (None, "", dataset) else f"{dataset} (trained on {trained_on})"
+
+
 EVALUATION_COLUMNS = {  # a results.json of eval.py
-    "model": _show("model"), "source": _show("source"), "dataset": _show("dataset"),
+    "model": _show("model"), "source": _show("source"), "dataset": _tested_on,
     "test images": _show("test_images", "{:,}"), "test accuracy": _show("test/acc", "{:.2%}"),
     "test loss": _show("test/loss", "{:.4f}"),
 }
@@ -47,5 +65,18 @@ def evaluation_markdown(rows: list[dict]) -> str:
     return markdown_table(list(EVALUATION_COLUMNS), [[show(r) for show in EVALUATION_COLUMNS.values()] for r in rows])
 
 
+def loggers(cfg: DictConfig) -> list:
+    """The run's loggers, from its `logger` group (`~logger`: none)."""
+    return [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf is not None]
+
+
 def write_results(out_dir: str | Path, results: dict) -> None:
     write_text_atomically(Path(out_dir) / "results.json", json.dumps(results, indent=2) + "\n")
+
+
+def report(trainer: L.Trainer, out_dir: str | Path, results: dict, title: str, table: str) -> None:
+    """By the process of rank zero: `results` as the run folder's results.json, and the summary
+    `table` in the log under `title`."""
+    if trainer.is_global_zero:
+        write_results(out_dir, results)
+        log.info("%s\n\n%s\nrun folder: %s", title, table, out_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -21,10 +20,11 @@ from digits_zoo.training.callbacks import EpochSeed
 from digits_zoo.training.checkpoints import AtomicCheckpointIO
 from digits_zoo.training.messages import user_message
 from digits_zoo.errors import ConfigError, check_count, check_number
-from digits_zoo.training.results import markdown
+from digits_zoo.training.figures import RunFigures
+from digits_zoo.training.results import loggers, markdown, report
 from digits_zoo.training.lr_find import find_learning_rate
 from digits_zoo.training.module import DigitClassifier
-from digits_zoo.training.resume import keep_logged_epochs, load_resume
+from digits_zoo.training.resume import Resume, keep_logged_epochs, load_resume
 from digits_zoo.training.run_folders import refuse
 from digits_zoo.training.stops import reporting_stops
 from digits_zoo.models.pretrained import load_pretrained
@@ -131,13 +131,33 @@ def train(cfg: DictConfig) -> dict:
         log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
     datamodule = instantiate(cfg.data)
     check_config(cfg, datamodule)
+    out_dir = _run_folder(cfg, resume)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = _module(cfg, datamodule, resume)
+    trainer, timer = _trainer(cfg, datamodule, resume)
+    if cfg.get("lr_find"):
+        with reporting_stops(trainer, out_dir):
+            return find_learning_rate(cfg, trainer, module, datamodule, out_dir)
+    _fit(trainer, module, datamodule, resume, out_dir)
+    best, ranking = _weights_to_test(trainer, out_dir)
+    test_metrics = _test(cfg, trainer, module, datamodule, best, out_dir)
+    results = _results(cfg, trainer, module, datamodule, test_metrics, best, ranking, timer.time_elapsed("train"))
+    report(trainer, out_dir, results, "Summary", markdown([results]))
+    return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}
+
+
+def _run_folder(cfg: DictConfig, resume: Resume | None) -> Path:
+    """The run folder, made, with the run's resolved config.yaml (a resumed run keeps its own)."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # with DDP every process runs train(cfg) in the same run folder; a resumed run keeps its config
+    # with DDP every process runs train(cfg) in the same run folder
     if not resume and rank_zero_only.rank == 0:
         write_text_atomically(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    return out_dir
 
+
+def _module(cfg: DictConfig, datamodule, resume: Resume | None) -> DigitClassifier:
+    """The model to train, with its pretrained weights where `model.pretrained` names them."""
     module = DigitClassifier(
         model=cfg.model.name,
         model_kwargs=OmegaConf.to_container(cfg.model, resolve=True).get("kwargs") or {},
@@ -154,34 +174,43 @@ def train(cfg: DictConfig) -> dict:
         load_pretrained(module.model, cfg.model.name, cfg.model.pretrained, fresh_head=cfg.model.get("reset_head", False))
         if cfg.model.get("reset_head"):
             module.model.reset_classifier(module.model.num_classes)
+    return module
+
+
+def _trainer(cfg: DictConfig, datamodule, resume: Resume | None) -> tuple[L.Trainer, Timer]:
+    """The Trainer of `cfg.trainer` with the run's callbacks, loggers and checkpoint writing, and its
+    Timer (training time, carried over a resume in the checkpoint)."""
     validation = datamodule.has_validation
     if cfg.get("optimized_metric") and (cfg.optimized_metric != "val/acc" or not validation):
         raise ConfigError(f"optimized_metric={cfg.optimized_metric}: a search maximises the best epoch's val/acc, "
                           "which needs a validation split; keep data.val_size above 0 (the test set never chooses)")
-    loggers = [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf is not None]
+    run_loggers = loggers(cfg)
     if resume:
-        keep_logged_epochs(loggers, resume.epoch)
-    timer = Timer()  # training time, carried over a resume in the checkpoint
+        keep_logged_epochs(run_loggers, resume.epoch)
+    timer = Timer()
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*_callbacks(cfg, validation), EpochSeed(cfg.seed), timer],
-        logger=loggers or False,
+        callbacks=[*_callbacks(cfg, validation), EpochSeed(cfg.seed), timer, RunFigures()],
+        logger=run_loggers or False,
         plugins=[AtomicCheckpointIO()],
         **({} if validation else {"limit_val_batches": 0}),
     )
+    return trainer, timer
 
-    if cfg.get("lr_find"):
-        with reporting_stops(trainer, out_dir):
-            return find_learning_rate(cfg, trainer, module, datamodule, out_dir)
 
+def _fit(trainer: L.Trainer, module: DigitClassifier, datamodule, resume: Resume | None, out_dir: Path) -> None:
+    """Train from the start, or from a resumed run's last checkpoint."""
     with warnings.catch_warnings():
         if resume:  # its folders are meant to exist
             warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty")
         # weights_only: loading a checkpoint never runs pickled code
         with reporting_stops(trainer, out_dir):  # SIGTERM, Ctrl+C: one line that says how to go on
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None, weights_only=True)
-    train_seconds = timer.time_elapsed("train")
 
+
+def _weights_to_test(trainer: L.Trainer, out_dir: Path) -> tuple[str, ModelCheckpoint | None]:
+    """The checkpoint to test ("": the weights in memory) and the callback that chose it by val/acc
+    (None: the final or averaged weights, not chosen)."""
     ranking = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
     best = ranking.best_model_path if ranking else ""
     if any(isinstance(callback, StochasticWeightAveraging) for callback in trainer.callbacks):
@@ -189,23 +218,33 @@ def train(cfg: DictConfig) -> dict:
         best, ranking = str(out_dir / "checkpoints" / "averaged.ckpt"), None
         trainer.save_checkpoint(best)
         log.info("StochasticWeightAveraging: testing its averaged weights, saved as %s", best)
+    return best, ranking
+
+
+def _test(cfg: DictConfig, trainer: L.Trainer, module: DigitClassifier, datamodule, best: str, out_dir: Path) -> dict:
+    """The test's metrics on `best`, or on the weights in memory (a search's trial: None, not tested)."""
     # WeightAveraging (callbacks=ema) keeps its fit-time model, and through it a test would load the
     # checkpoint's raw weights; without it the test loads the averaged ones, which were validated
     averaging = [callback for callback in trainer.callbacks if isinstance(callback, WeightAveraging)]
     trainer.callbacks = [callback for callback in trainer.callbacks if callback not in averaging]
     if cfg.get("optimized_metric"):  # a search's trial: the test set must play no part in the choice
-        test_metrics = {"test/acc": None, "test/loss": None}
-    else:  # the best checkpoint on val/acc; without validation, the final weights
-        with reporting_stops(trainer, out_dir), warnings.catch_warnings():
-            if averaging:  # (Lightning's advice to pass the callback that wrote the checkpoint)
-                warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
-            (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
-                                           weights_only=True)
+        return {"test/acc": None, "test/loss": None}
+    # the best checkpoint on val/acc; without validation, the final weights
+    with reporting_stops(trainer, out_dir), warnings.catch_warnings():
+        if averaging:  # (Lightning's advice to pass the callback that wrote the checkpoint)
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
+                                       weights_only=True)
+    return test_metrics
 
+
+def _results(cfg: DictConfig, trainer: L.Trainer, module: DigitClassifier, datamodule, test_metrics: dict, best: str,
+             ranking: ModelCheckpoint | None, train_seconds: float) -> dict:
+    """The run's results.json."""
     ranked = ranking is not None and bool(best)  # else the final (or averaged) weights were tested
     # counted from 1: the epoch after which the tested weights were saved
     best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranked else trainer.current_epoch
-    results = {
+    return {
         "model": cfg.model.name,
         "dataset": datamodule.dataset_cls.__name__,
         "params": sum(p.numel() for p in module.model.parameters()),
@@ -218,7 +257,3 @@ def train(cfg: DictConfig) -> dict:
         "best_val/acc": float(ranking.best_model_score) if ranked else None,
         "seed": cfg.seed,
     }
-    if trainer.is_global_zero:
-        write_text_atomically(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-        log.info("Summary\n\n%s\nrun folder: %s", markdown([results]), out_dir)
-    return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}
