@@ -26,7 +26,7 @@ from digits_zoo.training.callbacks import progress_bar
 from digits_zoo.errors import ConfigError
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.predict import load_trained
-from digits_zoo.training.run import check_accelerator, tidy_lightning_logging
+from digits_zoo.training.run import check_accelerator, run_settings
 from digits_zoo.writes import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,11 @@ def datamodule_for(cfg: DictConfig, trained):
     return instantiate(settings)
 
 
+@run_settings()
 def evaluate(cfg: DictConfig) -> dict:
     """Test `cfg.model_source` on the test set of its own dataset (or, with `allow_other_dataset`,
     of `cfg.data`'s); returns {"metrics", "trainer", "module"}."""
     check_keys(cfg)
-    tidy_lightning_logging()
     check_accelerator(cfg.trainer.get("accelerator"))
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
