@@ -151,7 +151,6 @@ def test_a_folder_held_by_another_process_is_refused_in_process(tmp_path, overri
         assert holder.stdout.readline().strip() == "held"
         before = sorted(p.name for p in run.iterdir())
         monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), override.format(run=run)])
-        monkeypatch.setenv("HYDRA_FULL_ERROR", "")
         import runpy
 
         with pytest.raises(SystemExit) as exit_info:
