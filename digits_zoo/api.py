@@ -58,8 +58,8 @@ def compose_train_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 @contextmanager
-def _root_logger_kept() -> Iterator[None]:
-    """Hydra's job logging takes the root logger over for the run (its console and train.log, as in
+def root_logger_kept() -> Iterator[None]:
+    """Hydra's job logging takes the root logger over for a run (its console and train.log, as in
     train.py); after it the caller's handlers and level are back, and the run's are closed."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -92,7 +92,7 @@ def fit(model: str | None = None, overrides: Sequence[str] = ()) -> Fit:
         cfg.hydra.mode = RunMode.RUN
     callbacks = Callbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name="train")  # the run-folder guard claims the folder
-    with _root_logger_kept():
+    with root_logger_kept():
         job = run_job(task_function=train, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
                       hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
         callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
