@@ -10,14 +10,17 @@ import pkgutil
 import subprocess
 import sys
 import warnings
+from contextlib import nullcontext
 
 import pytest
 
 import digits_zoo
 from digits_zoo.cli import one_line_errors, register_resolvers
 from digits_zoo.errors import ConfigError
+from digits_zoo.evaluate import evaluate
 from tests.conftest import ROOT
 from tests.process_state import changes, state
+from tests.test_evaluate import eval_cfg
 
 # Imports what digits_zoo's modules import from other packages as they load (what that changes is
 # theirs), then every digits_zoo module, and prints what those changed.
@@ -74,17 +77,14 @@ def test_one_line_errors_puts_back_what_it_changes(work, ends, full_error, monke
         monkeypatch.setenv("HYDRA_FULL_ERROR", full_error)
     monkeypatch.setattr(logging, "raiseExceptions", True)  # (and back after the test, whatever happens)
     stdout = sys.stdout
-    try:
-        with one_line_errors():
-            assert os.environ["HYDRA_FULL_ERROR"] == "1" and not logging.raiseExceptions
-            work()
-    except BaseException as error:
-        assert type(error) is ends
+    with pytest.raises(ends) if ends else nullcontext(), one_line_errors():
+        assert os.environ["HYDRA_FULL_ERROR"] == "1" and not logging.raiseExceptions
+        work()
     assert os.environ.get("HYDRA_FULL_ERROR") == full_error
     assert logging.raiseExceptions is True and sys.stdout is stdout
 
 
-def test_fit_leaves_the_process_as_it_was_and_hides_harmless_warnings_only_while_it_runs(tiny_data, tmp_path):
+def test_fit_and_evaluate_leave_the_process_as_it_was_and_hide_harmless_warnings_while_they_run(tiny_data, tmp_path):
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")  # (as in a notebook: shown, or hidden by the run itself)
         for module in pkgutil.walk_packages(digits_zoo.__path__, "digits_zoo."):  # (what importing changes is
@@ -92,9 +92,10 @@ def test_fit_leaves_the_process_as_it_was_and_hides_harmless_warnings_only_while
         register_resolvers()  # (fit registers the configs' resolver, for good: it is only theirs)
         before = state()
         # 2 Lightning steps of 16 batches (data.steps_per_execution), fewer than log_every_n_steps=50
-        digits_zoo.fit("single_dense", [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200",
-                                        "trainer.max_epochs=1", "trainer.accelerator=cpu",
-                                        f"hydra.run.dir={tmp_path / 'run'}"])
+        run = digits_zoo.fit("single_dense", [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200",
+                                              "trainer.max_epochs=1", "trainer.accelerator=cpu",
+                                              f"hydra.run.dir={tmp_path / 'run'}"])
+        evaluate(eval_cfg(run.run_dir, tiny_data, tmp_path / "eval"))
         after = state()
     assert changes(before, after) == {}
     shown = [str(warning.message) for warning in shown]
