@@ -14,7 +14,7 @@ try:
     import hydra
     from omegaconf import DictConfig
 
-    from digits_zoo.cli import freeze_imports, one_line_errors  # (also registers the configs' ${if_resume:...} resolver)
+    from digits_zoo.cli import freeze_imports, one_line_errors, register_resolvers
 except KeyboardInterrupt:  # Ctrl+C in the first second or two, while Python imports torch
     print("stopped: SIGINT (Ctrl+C) before the run started", file=sys.stderr)
     sys.exit(130)
@@ -33,5 +33,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    register_resolvers()  # configs/train.yaml's ${if_resume:...}
     with one_line_errors():  # mistakes in the command line's config overrides
         main()

@@ -11,7 +11,9 @@ line takes, and Hydra's own `run_job` runs it, so the run folder holds what a `t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig, open_dict
 
-from digits_zoo.cli import user_message  # (also registers the configs' ${if_resume:...} resolver)
+from digits_zoo.cli import register_resolvers, user_message
 from digits_zoo.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # train.py's, in the checkout
@@ -44,6 +46,7 @@ def compose_train_config(overrides: Sequence[str] = ()) -> DictConfig:
     if not (CONFIG_DIR / "train.yaml").is_file():
         raise ConfigError(f"no {CONFIG_DIR / 'train.yaml'}: digits_zoo.fit needs the checkout's configs/ "
                           "(install digits_zoo with pip install -e from a clone)")
+    register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
             return compose("train", overrides=list(overrides), return_hydra_config=True)
@@ -52,6 +55,21 @@ def compose_train_config(overrides: Sequence[str] = ()) -> DictConfig:
         if message is None:
             raise
         raise ConfigError(message) from None
+
+
+@contextmanager
+def root_logger_kept() -> Iterator[None]:
+    """Hydra's job logging takes the root logger over for a run (its console and train.log, as in
+    train.py); after it the caller's handlers and level are back, and the run's are closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:], root.level = handlers, level
 
 
 def fit(model: str | None = None, overrides: Sequence[str] = ()) -> Fit:
@@ -74,9 +92,10 @@ def fit(model: str | None = None, overrides: Sequence[str] = ()) -> Fit:
         cfg.hydra.mode = RunMode.RUN
     callbacks = Callbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name="train")  # the run-folder guard claims the folder
-    job = run_job(task_function=train, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
-                  hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
-    callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
+    with root_logger_kept():
+        job = run_job(task_function=train, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                      hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
+        callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
     out = job.return_value  # (raises the run's exception, as Hydra's run does)
     return Fit(metrics=out["metrics"], run_dir=Path(job.hydra_cfg.hydra.runtime.output_dir), cfg=job.cfg,
                module=out["module"], trainer=out["trainer"], datamodule=out["datamodule"])

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.core.utils import env_override
 from omegaconf import OmegaConf
 
 from digits_zoo.training.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
@@ -32,7 +33,10 @@ def if_resume(then, otherwise, _root_):
     return then if resume and Path(resume).is_dir() else otherwise
 
 
-OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
+def register_resolvers() -> None:
+    """The resolvers configs/train.yaml's `hydra` node uses; called by what composes and runs it
+    (train.py, digits_zoo.fit) before composing. Registering again changes nothing."""
+    OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
 
 
 def freeze_imports() -> None:
@@ -72,16 +76,16 @@ def one_line_errors() -> Iterator[None]:
     stopped by SIGTERM or Ctrl+C (`digits_zoo.training.stops`) with one `stopped: ...` line and 143 or 130.
 
     Use it around composing the config (where Hydra, told to raise, would otherwise print its own
-    report) and inside the job (where Hydra would first announce that the job failed)."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own report
+    report) and inside the job (where Hydra would first announce that the job failed). What it changes
+    while it runs (HYDRA_FULL_ERROR, logging.raiseExceptions, sys.stdout) is as it was when it ends."""
+    raise_exceptions, stdout = logging.raiseExceptions, sys.stdout
     # a log line that cannot be written (train.log on a full disk) is dropped, not printed as a stack
     # trace; the run's own writes then end it with one line that says what could not be written
     logging.raiseExceptions = False
-    stdout = sys.stdout
     if not isinstance(stdout, LineTracker):  # (where the progress bars draw)
         sys.stdout = LineTracker(stdout)
-    try:
-        with sigterm_raises():
+    try:  # HYDRA_FULL_ERROR: Hydra raises instead of printing its own report
+        with env_override({"HYDRA_FULL_ERROR": "1"}), sigterm_raises():
             yield
     except (Exception, KeyboardInterrupt, Terminated) as caught:
         error = caught if isinstance(caught, Exception) else stopped_outside(caught)
@@ -93,7 +97,7 @@ def one_line_errors() -> Iterator[None]:
             print(f"{'stopped' if isinstance(error, RunStopped) else 'error'}: {message}", file=sys.stderr)
         sys.exit(getattr(error, "exit_code", 1))
     finally:
-        sys.stdout = stdout
+        sys.stdout, logging.raiseExceptions = stdout, raise_exceptions
 
 
 def _first_process() -> bool:

@@ -27,7 +27,7 @@ from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.predict import load_trained
 from digits_zoo.training.results import evaluation_markdown, loggers, report
-from digits_zoo.training.run import check_accelerator, tidy_lightning_logging
+from digits_zoo.training.run import check_accelerator, run_settings
 
 TAKES = ("model_source", "data", "trainer", "logger", "allow_other_dataset", "seed", "paths")  # configs/eval.yaml's
 
@@ -60,11 +60,11 @@ def datamodule_for(cfg: DictConfig, trained):
     return datamodule
 
 
+@run_settings()
 def evaluate(cfg: DictConfig) -> dict:
     """Test `cfg.model_source` on the test set of its own dataset (or, with `allow_other_dataset`,
     of `cfg.data`'s); returns {"metrics", "trainer", "module"}."""
     check_keys(cfg)
-    tidy_lightning_logging()
     check_accelerator(cfg.trainer.get("accelerator"))
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)

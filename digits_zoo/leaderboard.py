@@ -304,6 +304,7 @@ def chosen_test(trial: dict) -> dict:
     from digits_zoo.training.figures import RunFigures
     from digits_zoo.training.module import DigitClassifier
     from digits_zoo.training.resume import saved_config
+    from digits_zoo.training.run import run_settings
     from digits_zoo.models.pretrained import resolve_checkpoint
 
     config = Path(trial["run"]) / "config.yaml"
@@ -313,7 +314,8 @@ def chosen_test(trial: dict) -> dict:
                                                   weights_only=True)
     trainer = instantiate(cfg.trainer, devices=1, logger=False, enable_checkpointing=False, callbacks=[RunFigures()],
                           enable_progress_bar=False, enable_model_summary=False)
-    (metrics,) = trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)
+    with run_settings():
+        (metrics,) = trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)
     return metrics
 
 

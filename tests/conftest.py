@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from digits_zoo.api import root_logger_kept
 from tests.idx import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,15 @@ def pytest_collection_modifyitems(config, items):
             if marker in item.keywords:
                 item.add_marker(skip)
                 break
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_kept():
+    """A test that runs train.py's or eval.py's __main__ in this process leaves Hydra's job logging on
+    the root logger, as those commands do in their own processes, writing to that test's captured
+    output, closed after it: every test starts with the root logger as it was."""
+    with root_logger_kept():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-import digits_zoo.cli  # noqa: F401 (registers the configs' ${if_resume:...} resolver)
+from digits_zoo.cli import register_resolvers
 from digits_zoo.training import run_folders
 from digits_zoo.training.run_folders import LOCK_NAME, RunFolderGuard
 from tests.conftest import CONFIGS, ROOT
@@ -93,8 +93,7 @@ time.sleep(120)
 
 def test_a_default_name_in_use_or_finished_gets_the_next_free_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", return_hydra_config=True)
+    cfg = train_config()
     default = Path(cfg.hydra.run.dir)  # outputs/flatten_mlp/<date>_<time>, the same on every read
     # another process holds the default folder; a finished run is in the second name
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / default)], stdout=subprocess.PIPE, text=True,
@@ -152,7 +151,6 @@ def test_a_folder_held_by_another_process_is_refused_in_process(tmp_path, overri
         assert holder.stdout.readline().strip() == "held"
         before = sorted(p.name for p in run.iterdir())
         monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), override.format(run=run)])
-        monkeypatch.setenv("HYDRA_FULL_ERROR", "")
         import runpy
 
         with pytest.raises(SystemExit) as exit_info:
@@ -191,9 +189,15 @@ def test_a_folder_of_a_users_own_files_is_refused_and_left_as_it_was(tmp_path):
     assert contents(folder) == before
 
 
-def guard_config(run_dir: Path, *overrides: str):
+def train_config(*overrides: str):
+    """configs/train.yaml with its `hydra` node, as train.py composes it."""
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train", overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True)
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def guard_config(run_dir: Path, *overrides: str):
+    return train_config(f"hydra.run.dir={run_dir}", *overrides)
 
 
 @pytest.mark.parametrize("leftovers", [[], [".run.lock", ".hydra/config.yaml", "train.log", "config.yaml"]],
@@ -221,8 +225,7 @@ def test_the_root_folder_is_refused_and_a_default_name_passes_over_a_users_folde
     assert only_line(capsys.readouterr().err).startswith("error: / is not empty and is not a train.py run folder")
 
     monkeypatch.chdir(tmp_path)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", return_hydra_config=True)
+    cfg = train_config()
     default = Path(cfg.hydra.run.dir)
     before = user_folder(tmp_path / default)  # (a user's folder named as a run's would be)
     guard = RunFolderGuard()

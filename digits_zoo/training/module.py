@@ -5,6 +5,9 @@ nothing: the callback digits_zoo.training.figures.RunFigures draws the pictures 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import lightning as L
 import torch
@@ -29,13 +32,26 @@ from digits_zoo.models.registry import create_model
 from digits_zoo.models.pretrained import trained_on
 
 STAGES = ("train", "val", "test")
+_hiding = ContextVar("harmless_warnings_hidden", default=False)  # inside it: a filter added now ends with it
 
-# Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-# Under DDP Lightning advises reducing epoch-level values across processes (sync_dist=True); ours
-# come from torchmetrics' compute(), which has already reduced them (step and epoch are the same
-# everywhere), and reducing again would only add a collective and rounding.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/(loss|acc)'")
+
+@contextmanager
+def harmless_warnings_hidden() -> Iterator[None]:
+    """Around a Trainer's work on a DigitClassifier (digits_zoo.training.run's `run_settings`):
+    Lightning's warnings that do not apply to it, hidden; the warning filters are as they were after."""
+    with warnings.catch_warnings():
+        # Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
+        # Under DDP Lightning advises reducing epoch-level values across processes (sync_dist=True); ours
+        # come from torchmetrics' compute(), which has already reduced them (step and epoch are the same
+        # everywhere), and reducing again would only add a collective and rounding.
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|test)/(loss|acc)'")
+        hiding = _hiding.set(True)  # (and DigitClassifier.setup adds one where it applies)
+        try:
+            yield
+        finally:
+            _hiding.reset(hiding)
 
 
 class DigitClassifier(L.LightningModule):
@@ -116,8 +132,9 @@ class DigitClassifier(L.LightningModule):
         if reasons:
             unused = f"; data.steps_per_execution={group} is not used" if group > 1 else ""
             rank_zero_info(f"Training loop: Lightning's own, one batch per step, for {', '.join(reasons)}{unused}")
-        else:  # (Lightning compares log_every_n_steps with its own steps; ours are batches)
-            warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+        else:  # Lightning compares log_every_n_steps with its own steps (ours are batches) and warns
+            if _hiding.get():  # (outside harmless_warnings_hidden() the filter would stay for good)
+                warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
             rank_zero_info(f"Training loop: {group} batch{'es' if group > 1 else ''} per Lightning step "
                            "(data.steps_per_execution), one optimiser step each")
 

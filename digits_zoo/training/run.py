@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +26,7 @@ from digits_zoo.errors import ConfigError, check_count, check_number
 from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.results import loggers, markdown, report
 from digits_zoo.training.lr_find import find_learning_rate
-from digits_zoo.training.module import DigitClassifier
+from digits_zoo.training.module import DigitClassifier, harmless_warnings_hidden
 from digits_zoo.training.resume import Resume, keep_logged_epochs, load_resume
 from digits_zoo.training.run_folders import refuse
 from digits_zoo.training.stops import reporting_stops
@@ -104,17 +107,40 @@ def _drop_tips(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip")
 
 
-def tidy_lightning_logging() -> None:
+@contextmanager
+def tidy_lightning_logging() -> Iterator[None]:
     """`import lightning` adds its own console handler and also propagates to the root logger, so
     where the application configured the root logger (Hydra does) every message printed twice.
-    Lightning also advertises a cloud logger on every run."""
+    Lightning also advertises a cloud logger on every run. Both tidied while it runs."""
+    lightning, rank_zero = logging.getLogger("lightning"), logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    handlers = lightning.handlers[:]
     if logging.getLogger().hasHandlers():
-        logging.getLogger("lightning").handlers.clear()
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if _drop_tips not in rank_zero.filters:
-        rank_zero.addFilter(_drop_tips)
+        lightning.handlers.clear()
+    rank_zero.addFilter(_drop_tips)
+    try:
+        yield
+    finally:
+        lightning.handlers[:] = handlers
+        rank_zero.removeFilter(_drop_tips)
 
 
+@contextmanager
+def run_settings() -> Iterator[None]:
+    """Around a run in this process (train(), evaluate(), a search's chosen test), so that a notebook
+    goes on as it was: Lightning's logging tidied and its harmless warnings hidden while it runs, and
+    the environment, where Lightning keeps the seed (PL_GLOBAL_SEED) and DDP its addresses, as it was
+    after it."""
+    environ = dict(os.environ)
+    try:
+        with tidy_lightning_logging(), harmless_warnings_hidden():
+            yield
+    finally:
+        for key in os.environ.keys() - environ.keys():
+            del os.environ[key]
+        os.environ.update(environ)
+
+
+@run_settings()
 def train(cfg: DictConfig) -> dict:
     """Train `cfg.model` on `cfg.data`, test the best checkpoint, write `results.json`. With
     `cfg.resume` set to a run folder, continue that run from its last checkpoint instead. A trial of
@@ -124,7 +150,6 @@ def train(cfg: DictConfig) -> dict:
     Returns {"metrics": results, "trainer", "module", "datamodule"} so callers and tests can look
     further.
     """
-    tidy_lightning_logging()
     resume = load_resume(cfg.resume) if cfg.get("resume") else None
     if resume:
         cfg = resume.cfg
