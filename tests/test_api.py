@@ -30,6 +30,7 @@ def files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.pictures
 @pytest.mark.slow  # a real train.py process
 def test_fit_makes_the_run_that_train_py_makes(tiny_data, tmp_path, keep_logging):
     overrides = [f"data.data_dir={tiny_data}", *TINY]

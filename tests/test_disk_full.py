@@ -195,6 +195,7 @@ def test_a_save_that_fails_half_way_removes_its_temporary_file_and_says_how_to_g
     assert resume_in_this_process(run_cli, monkeypatch, tmp_path)["epochs"] == 2
 
 
+@pytest.mark.pictures
 @pytest.mark.parametrize("name, error, why, fix", [
     ("results.json", errno.EROFS, "the file system is read-only", "make it writable"),
     ("confusion_matrix.png", errno.ENOSPC, "no space left on the device", "free space"),

@@ -21,6 +21,7 @@ def test_counts_and_label_histograms(real_data_dir):
     assert (torch.bincount(torch.cat([fit_y, val_y])).tolist(), torch.bincount(test_y).tolist()) == (TRAIN_COUNTS, TEST_COUNTS)
 
 
+@pytest.mark.pictures
 def test_one_epoch_of_flatten_mlp_reaches_95_percent(real_data_dir, make_cfg, tmp_path):
     output = train(make_cfg("model=flatten_mlp", "trainer.max_epochs=1", "data.val_size=5000", data_dir=real_data_dir))
     assert output["metrics"]["test/acc"] >= 0.95

@@ -113,6 +113,7 @@ def test_tensorboard_gets_the_confusion_matrices(run):
             "test/per_class_accuracy", "test/mistakes", "test/training_curves"} <= set(events.Tags()["images"])
 
 
+@pytest.mark.pictures
 def test_the_module_only_measures_and_the_run_figures_callback_draws(run, tmp_path):
     output, _ = run
     module, dm = output["module"], output["datamodule"]

@@ -71,6 +71,7 @@ def loggers(cfg: DictConfig) -> list:
 
 
 def write_results(out_dir: str | Path, results: dict) -> None:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # (eval.py's folder holds nothing else until now)
     write_text_atomically(Path(out_dir) / "results.json", json.dumps(results, indent=2) + "\n")
 
 
