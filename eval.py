@@ -25,6 +25,7 @@ signal.signal(signal.SIGTERM, signal.SIG_DFL)  # digits_zoo.cli's one_line_error
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
         from digits_zoo.evaluate import evaluate
+
         freeze_imports()
         evaluate(cfg)
 

@@ -19,8 +19,10 @@ def _entry_point(name: str):
         return _create_model(name, pretrained=pretrained, **kwargs)
 
     load.__name__ = load.__qualname__ = name
-    load.__doc__ = (f"digits_zoo's {name}; pretrained=True loads the weights shipped with digits_zoo (checksum "
-                    "checked). Other keyword arguments go to the model, e.g. num_classes=5 for a fresh 5-class head.")
+    load.__doc__ = (
+        f"digits_zoo's {name}; pretrained=True loads the weights shipped with digits_zoo (checksum "
+        "checked). Other keyword arguments go to the model, e.g. num_classes=5 for a fresh 5-class head."
+    )
     return load
 
 

@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> float | None:
     such as hparams_search=mlp_optuna maximises."""
     with one_line_errors():
         from digits_zoo.training.run import train
+
         freeze_imports()
         metrics = train(cfg).get("metrics")  # (lr_find=true trains nothing)
         return metrics and metrics["best_val/acc"]

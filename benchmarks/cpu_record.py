@@ -31,8 +31,10 @@ RECIPES = {  # name: (what it changes, train.py overrides)
     "minute-4ep": ("bf16-mixed, 4 epochs", ["experiment=vgg_bn_minute", "trainer.max_epochs=4"]),
     "minute-b256": ("bf16-mixed, batch 256", ["experiment=vgg_bn_minute", "data.batch_size=256"]),
     "minute-lr5e-3": ("bf16-mixed, peak learning rate 5e-3", ["experiment=vgg_bn_minute", "optimizer.lr=5e-3"]),
-    "minute-ema": ("bf16-mixed, EMA of the weights (decay 0.99)",
-                   ["experiment=vgg_bn_minute", "callbacks=ema", "callbacks.ema.decay=0.99"]),
+    "minute-ema": (
+        "bf16-mixed, EMA of the weights (decay 0.99)",
+        ["experiment=vgg_bn_minute", "callbacks=ema", "callbacks.ema.decay=0.99"],
+    ),
 }
 
 
@@ -51,11 +53,25 @@ def main() -> None:
             command = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             runs.append(r := json.loads((run_dir / "results.json").read_text()))
-            rows.append([name, what, str(seed), f"{r['train_seconds']:.1f}",
-                         f"{100 * r['best_val/acc']:.2f}%", f"{100 * r['test/acc']:.2f}%"])
+            rows.append(
+                [
+                    name,
+                    what,
+                    str(seed),
+                    f"{r['train_seconds']:.1f}",
+                    f"{100 * r['best_val/acc']:.2f}%",
+                    f"{100 * r['test/acc']:.2f}%",
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
-        summary.append([name, str(len(runs)), f"{statistics.median(r['train_seconds'] for r in runs):.1f}",
-                        *(f"{100 * statistics.mean(r[key] for r in runs):.2f}%" for key in ("best_val/acc", "test/acc"))])
+        summary.append(
+            [
+                name,
+                str(len(runs)),
+                f"{statistics.median(r['train_seconds'] for r in runs):.1f}",
+                *(f"{100 * statistics.mean(r[key] for r in runs):.2f}%" for key in ("best_val/acc", "test/acc")),
+            ]
+        )
     print()
     print(markdown_table(["recipe", "what it changes", "seed", "training seconds", "validation", "test"], rows))
     print(markdown_table(["recipe", "seeds", "median training seconds", "mean validation", "mean test"], summary))

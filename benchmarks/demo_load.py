@@ -58,22 +58,29 @@ def post(port: int, body: bytes) -> tuple[str, float]:
 
 def summary(answers: list[tuple[str, float]], size: int) -> dict:
     seconds = sorted(s for _, s in answers)
-    return {"bytes": size, "requests": len(answers), "statuses": dict(Counter(status for status, _ in answers)),
-            "p50_ms": round(1000 * statistics.median(seconds), 1),
-            "p95_ms": round(1000 * statistics.quantiles(seconds, n=20, method="inclusive")[18], 1)}
+    return {
+        "bytes": size,
+        "requests": len(answers),
+        "statuses": dict(Counter(status for status, _ in answers)),
+        "p50_ms": round(1000 * statistics.median(seconds), 1),
+        "p95_ms": round(1000 * statistics.quantiles(seconds, n=20, method="inclusive")[18], 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The demo server under concurrent load (loopback only).")
     parser.add_argument("--clients", type=int, default=16, help="clients posting at once (default: 16)")
     parser.add_argument("--rounds", type=int, default=3, help="each client posts each kind this often (default: 3)")
-    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "demo_load.json", help="where to write the results")
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "docs" / "results" / "demo_load.json", help="where to write the results"
+    )
     args = parser.parse_args(argv)
 
     worst = worst_case_pictures()
     pictures = {"worst-case PNG": worst["png"], "worst-case JPEG": worst["jpeg"], "canvas drawing": canvas_png(SEVEN)}
-    server = subprocess.Popen([sys.executable, "-m", "digits_zoo.demo", "--port", "0"], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digits_zoo.demo", "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(re.search(r":(\d+)/", server.stdout.readline())[1])
         alone = [post(port, pictures["canvas drawing"]) for _ in range(20)]
@@ -96,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         "clients": args.clients,
         "server_rss_mb_after_warm_up": round(before),
         "server_peak_rss_mb": round(peak),
-        "kinds": {"canvas drawing, alone": summary(alone, len(pictures["canvas drawing"])),
-                  **{kind: summary([(s, t) for k, s, t in answers if k == kind], len(pictures[kind])) for kind in pictures}},
+        "kinds": {
+            "canvas drawing, alone": summary(alone, len(pictures["canvas drawing"])),
+            **{kind: summary([(s, t) for k, s, t in answers if k == kind], len(pictures[kind])) for kind in pictures},
+        },
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -29,8 +29,12 @@ DEFAULT_LR = 1e-3
 
 def train_py(run_dir: Path, *overrides: str) -> Path:
     """`python train.py OVERRIDES`, each in its own process as a user runs it; its run folder."""
-    subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return run_dir
 
 
@@ -39,7 +43,8 @@ def test_accuracy(run_dir: Path) -> float:
 
 
 def check(model: str, work: Path) -> tuple[float | None, float | None, float]:
-    curve = list(csv.DictReader(open(train_py(work / f"{model}_lr_find", f"model={model}", "lr_find=true") / "lr_find.csv")))
+    with open(train_py(work / f"{model}_lr_find", f"model={model}", "lr_find=true") / "lr_find.csv") as file:
+        curve = list(csv.DictReader(file))
     # the rate the range test printed (the rule applied to the curve it wrote)
     suggestion = suggest([float(row["lr"]) for row in curve], [float(row["loss"]) for row in curve])
     default = test_accuracy(train_py(work / f"{model}_default", f"model={model}", f"optimizer.lr={DEFAULT_LR}"))
@@ -47,7 +52,9 @@ def check(model: str, work: Path) -> tuple[float | None, float | None, float]:
     if suggestion is not None and suggestion == float(f"{DEFAULT_LR:.2g}"):
         suggested = default  # the same command: training is deterministic
     elif suggestion is not None:
-        suggested = test_accuracy(train_py(work / f"{model}_suggested", f"model={model}", f"optimizer.lr={suggestion:.2g}"))
+        suggested = test_accuracy(
+            train_py(work / f"{model}_suggested", f"model={model}", f"optimizer.lr={suggestion:.2g}")
+        )
     print(f"{model}: suggested {suggestion}, test/acc {suggested} (at {DEFAULT_LR}: {default})", flush=True)
     return suggestion, suggested, default
 
@@ -64,8 +71,10 @@ def main() -> None:
         if suggestion is None:
             print(f"| {model} | none | | {100 * default:.2f}% | |")
         else:
-            print(f"| {model} | {suggestion:.2g} | {100 * suggested:.2f}% | {100 * default:.2f}% | "
-                  f"{100 * (suggested - default):+.2f} |")
+            print(
+                f"| {model} | {suggestion:.2g} | {100 * suggested:.2f}% | {100 * default:.2f}% | "
+                f"{100 * (suggested - default):+.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -31,20 +31,24 @@ def main() -> None:
     raw = Path(os.environ.get("DIGITS_ZOO_DATA_DIR") or "data") / "MNIST" / "raw"
     x_train, y_train = read_idx(raw / "train-images-idx3-ubyte") / 255, read_idx(raw / "train-labels-idx1-ubyte")
     x_test, y_test = read_idx(raw / "t10k-images-idx3-ubyte") / 255, read_idx(raw / "t10k-labels-idx1-ubyte")
-    model = keras.Sequential([
-        keras.Input(shape=(28, 28)),
-        keras.layers.Flatten(),
-        keras.layers.Dense(100, activation="relu"),
-        keras.layers.Dense(10, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(100, activation="relu"),
+            keras.layers.Dense(10, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     ready = time.perf_counter()
     model.fit(x_train, y_train, epochs=5, verbose=2)
     trained = time.perf_counter()
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    print(f"keras {keras.__version__}: test accuracy {100 * accuracy:.2f}%, test loss {loss:.4f} | "
-          f"start-up {ready - start:.1f} s, fit {trained - ready:.1f} s ({(trained - ready) / 5:.2f} s/epoch), "
-          f"evaluate {time.perf_counter() - trained:.1f} s")
+    print(
+        f"keras {keras.__version__}: test accuracy {100 * accuracy:.2f}%, test loss {loss:.4f} | "
+        f"start-up {ready - start:.1f} s, fit {trained - ready:.1f} s ({(trained - ready) / 5:.2f} s/epoch), "
+        f"evaluate {time.perf_counter() - trained:.1f} s"
+    )
 
 
 if __name__ == "__main__":

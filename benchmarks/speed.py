@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-import lightning as L
 
 from digits_zoo import create_model
 from digits_zoo.data.mnist import MNISTDataModule
@@ -63,11 +63,17 @@ class TrainClock(L.Callback):
 def digits_zoo_run(args: argparse.Namespace, out_dir: str) -> tuple[float, float]:
     """Seconds per epoch of `train(cfg)` and its test accuracy."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"model={args.model}", f"data.batch_size={args.batch_size}", f"trainer.max_epochs={args.epochs}",
-            f"paths.output_dir={out_dir}", "+callbacks.clock._target_=__main__.TrainClock",
-            *args.overrides,
-        ])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"model={args.model}",
+                f"data.batch_size={args.batch_size}",
+                f"trainer.max_epochs={args.epochs}",
+                f"paths.output_dir={out_dir}",
+                "+callbacks.clock._target_=__main__.TrainClock",
+                *args.overrides,
+            ],
+        )
     output = train(cfg)
     clock = next(c for c in output["trainer"].callbacks if isinstance(c, TrainClock))
     return clock.seconds / args.epochs, output["metrics"]["test/acc"]
@@ -92,15 +98,19 @@ def main() -> None:
             ours, accuracy = digits_zoo_run(args, f"{tmp}/run{repeat}")
             rows.append((plain, ours, accuracy))
 
-    print(f"\n{args.model}, batch {args.batch_size}, {args.epochs} epochs, {torch.get_num_threads()} threads "
-          f"{' '.join(args.overrides)}")
+    print(
+        f"\n{args.model}, batch {args.batch_size}, {args.epochs} epochs, {torch.get_num_threads()} threads "
+        f"{' '.join(args.overrides)}"
+    )
     print("repeat | plain s/epoch | digits_zoo s/epoch | ratio | digits_zoo test acc")
     for repeat, (plain, ours, accuracy) in enumerate(rows):
         print(f"{repeat:6d} | {plain:13.2f} | {ours:18.2f} | {ours / plain:5.2f} | {100 * accuracy:.2f}%")
     ratios = [ours / plain for plain, ours, _ in rows]
-    print(f"median ratio {statistics.median(ratios):.2f} (range {min(ratios):.2f} to {max(ratios):.2f}); "
-          f"median s/epoch: plain {statistics.median(r[0] for r in rows):.2f}, "
-          f"digits_zoo {statistics.median(r[1] for r in rows):.2f}")
+    print(
+        f"median ratio {statistics.median(ratios):.2f} (range {min(ratios):.2f} to {max(ratios):.2f}); "
+        f"median s/epoch: plain {statistics.median(r[0] for r in rows):.2f}, "
+        f"digits_zoo {statistics.median(r[1] for r in rows):.2f}"
+    )
 
 
 if __name__ == "__main__":

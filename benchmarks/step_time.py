@@ -23,7 +23,10 @@ from digits_zoo import create_model
 
 MODELS = {"keras_cnn": {}, "lenet5": {}, "vgg_bn": {}, "vgg_bn width 16": {"width": 16}}
 VARIANTS = {  # label: (bf16 autocast, channels-last)
-    "fp32 NCHW": (False, False), "fp32 NHWC": (False, True), "bf16 NCHW": (True, False), "bf16 NHWC": (True, True),
+    "fp32 NCHW": (False, False),
+    "fp32 NHWC": (False, True),
+    "bf16 NCHW": (True, False),
+    "bf16 NHWC": (True, True),
 }
 
 
@@ -46,8 +49,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     x, y = torch.rand(args.batch_size, 1, 28, 28), torch.randint(0, 10, (args.batch_size,))
-    print(f"batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats, {torch.get_num_threads()} threads; "
-          "ms per step (ratio to fp32 NCHW)")
+    print(
+        f"batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats, {torch.get_num_threads()} threads; "
+        "ms per step (ratio to fp32 NCHW)"
+    )
     print(f"{'model':16s}" + "".join(f"{label:>18s}" for label in VARIANTS))
     for label, kwargs in MODELS.items():
         models = {variant: create_model(label.split()[0], **kwargs) for variant in VARIANTS}

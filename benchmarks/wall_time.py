@@ -58,19 +58,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             run_dir = Path(tmp) / str(repeat)
-            ours.append(wall([sys.executable, str(ROOT / "train.py"), "experiment=seed_parity",
-                              f"model={args.model}", f"hydra.run.dir={run_dir}"]))
+            ours.append(
+                wall(
+                    [
+                        sys.executable,
+                        str(ROOT / "train.py"),
+                        "experiment=seed_parity",
+                        f"model={args.model}",
+                        f"hydra.run.dir={run_dir}",
+                    ]
+                )
+            )
             fits.append(json.loads((run_dir / "results.json").read_text())["train_seconds"])
             if args.keras_python:
                 keras.append(wall([args.keras_python, str(ROOT / "benchmarks" / "seed_keras.py")]))
-            print(f"repeat {repeat}: digits_zoo {ours[-1]:.1f} s (training {fits[-1]:.1f} s)"
-                  + (f", seed Keras {keras[-1]:.1f} s" if keras else ""))
-    print(f"median wall: digits_zoo {statistics.median(ours):.1f} s (training {statistics.median(fits):.1f} s, "
-          f"start-up and test {statistics.median(o - f for o, f in zip(ours, fits)):.1f} s)"
-          + (f", seed Keras {statistics.median(keras):.1f} s" if keras else ""))
+            print(
+                f"repeat {repeat}: digits_zoo {ours[-1]:.1f} s (training {fits[-1]:.1f} s)"
+                + (f", seed Keras {keras[-1]:.1f} s" if keras else "")
+            )
+    print(
+        f"median wall: digits_zoo {statistics.median(ours):.1f} s (training {statistics.median(fits):.1f} s, "
+        f"start-up and test {statistics.median(o - f for o, f in zip(ours, fits)):.1f} s)"
+        + (f", seed Keras {statistics.median(keras):.1f} s" if keras else "")
+    )
     if keras:  # each digits_zoo run against the Keras run after it: the machine's speed drifts
         ratios = [o / k for o, k in zip(ours, keras)]
-        print(f"digits_zoo / seed Keras: median {statistics.median(ratios):.2f} (range {min(ratios):.2f} to {max(ratios):.2f})")
+        print(
+            f"digits_zoo / seed Keras: median {statistics.median(ratios):.2f} (range {min(ratios):.2f} to {max(ratios):.2f})"
+        )
     subprocess.run([sys.executable, "-c", STARTUP], check=True)
 
 

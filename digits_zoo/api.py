@@ -44,8 +44,10 @@ class Fit:
 def compose_train_config(overrides: Sequence[str] = ()) -> DictConfig:
     """`configs/train.yaml` with Hydra overrides, its `hydra` node included, as `train.py` composes it."""
     if not (CONFIG_DIR / "train.yaml").is_file():
-        raise ConfigError(f"no {CONFIG_DIR / 'train.yaml'}: digits_zoo.fit needs the checkout's configs/ "
-                          "(install digits_zoo with pip install -e from a clone)")
+        raise ConfigError(
+            f"no {CONFIG_DIR / 'train.yaml'}: digits_zoo.fit needs the checkout's configs/ "
+            "(install digits_zoo with pip install -e from a clone)"
+        )
     register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
@@ -93,9 +95,20 @@ def fit(model: str | None = None, overrides: Sequence[str] = ()) -> Fit:
     callbacks = Callbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name="train")  # the run-folder guard claims the folder
     with root_logger_kept():
-        job = run_job(task_function=train, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
-                      hydra_context=HydraContext(config_loader=None, callbacks=callbacks))
+        job = run_job(
+            task_function=train,
+            config=cfg,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+            hydra_context=HydraContext(config_loader=None, callbacks=callbacks),
+        )
         callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
     out = job.return_value  # (raises the run's exception, as Hydra's run does)
-    return Fit(metrics=out["metrics"], run_dir=Path(job.hydra_cfg.hydra.runtime.output_dir), cfg=job.cfg,
-               module=out["module"], trainer=out["trainer"], datamodule=out["datamodule"])
+    return Fit(
+        metrics=out["metrics"],
+        run_dir=Path(job.hydra_cfg.hydra.runtime.output_dir),
+        cfg=job.cfg,
+        module=out["module"],
+        trainer=out["trainer"],
+        datamodule=out["datamodule"],
+    )

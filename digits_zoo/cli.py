@@ -20,8 +20,8 @@ from pathlib import Path
 from hydra.core.utils import env_override
 from omegaconf import OmegaConf
 
-from digits_zoo.training.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
 from digits_zoo.training.messages import user_message
+from digits_zoo.training.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from digits_zoo.errors import DigitsZooError, one_line
-from digits_zoo.predict import Trained, load_trained, strongest_shipped
 from digits_zoo.data.preprocess import WORK_PIXELS, ImageError, prepare_image, to_tensor
-from digits_zoo.training.stops import Terminated, sigterm_raises
+from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.models.pretrained import manifest
+from digits_zoo.predict import Trained, load_trained, strongest_shipped
+from digits_zoo.training.stops import Terminated, sigterm_raises
 
 PAGE = Path(__file__).with_name("demo.html")
 MAX_BODY = 1_000_000  # bytes: a canvas PNG is a few kB
@@ -121,8 +121,9 @@ def create_app(choices: dict[str, Choice], default: str, body_seconds: float = B
                         raise too_large
         except TimeoutError:
             of = f" of {int(declared):,}" if "content-length" in request.headers else ""
-            raise HTTPException(408, f"the request body did not arrive within {body_seconds:g} s "
-                                f"({len(body):,}{of} bytes came)") from None
+            raise HTTPException(
+                408, f"the request body did not arrive within {body_seconds:g} s ({len(body):,}{of} bytes came)"
+            ) from None
         return bytes(body)
 
     @app.get("/", response_class=HTMLResponse)
@@ -167,8 +168,10 @@ def listen(host: str, port: int) -> socket.socket:
         return sock
     except OSError as error:
         sock.close()
-        raise DemoError(f"cannot listen on {host}:{port} ({error.strerror or one_line(error)}); "
-                        "choose another with --port (or --host)") from None
+        raise DemoError(
+            f"cannot listen on {host}:{port} ({error.strerror or one_line(error)}); "
+            "choose another with --port (or --host)"
+        ) from None
 
 
 def server(app):
@@ -189,13 +192,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m digits_zoo.demo",
         description="A local web page to draw a digit on and see what the models read.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                        help="also offer the model of this checkpoint or train.py run folder (repeatable)")
-    parser.add_argument("--model", metavar="NAME",
-                        help="the model selected at first: a shipped model's name or a --checkpoint PATH "
-                        "(default: the first checkpoint, else the strongest shipped model)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also offer the model of this checkpoint or train.py run folder (repeatable)",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the model selected at first: a shipped model's name or a --checkpoint PATH "
+        "(default: the first checkpoint, else the strongest shipped model)",
+    )
     return parser.parse_args(argv)
 
 

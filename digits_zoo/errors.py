@@ -33,7 +33,11 @@ def check_count(key: str, value: object) -> int:
 
 def check_number(key: str, value: object, *, positive: bool) -> float:
     """`value` as a finite number > 0 (`positive`) or >= 0, or a ConfigError naming `key`."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or not (value > 0 if positive else value >= 0)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not (value > 0 if positive else value >= 0)
+    ):
         raise ConfigError(f"{key} must be a finite number {'above' if positive else 'of at least'} 0, got {value!r}")
     return float(value)

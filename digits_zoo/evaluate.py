@@ -21,11 +21,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.data.contract import check_data_module
-from digits_zoo.training.callbacks import progress_bar
 from digits_zoo.errors import ConfigError
+from digits_zoo.predict import load_trained
+from digits_zoo.training.callbacks import progress_bar
 from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.module import DigitClassifier
-from digits_zoo.predict import load_trained
 from digits_zoo.training.results import evaluation_markdown, loggers, report
 from digits_zoo.training.run import check_accelerator, run_settings
 
@@ -39,9 +39,15 @@ def check_keys(cfg: DictConfig) -> None:
     added = [group for group in groups if not group.startswith("hydra/") and group not in TAKES]
     added += [key for key in cfg if key not in TAKES and key not in added]
     if added:
-        hint = " (the model is model_source's: a shipped model's name, a run folder or a checkpoint)" if "model" in added else ""
-        raise ConfigError(f"eval.py does not use {', '.join(added)}{hint}; it takes model_source, data=, trainer=, logger=, "
-                          "allow_other_dataset, seed (see python eval.py --help)")
+        hint = (
+            " (the model is model_source's: a shipped model's name, a run folder or a checkpoint)"
+            if "model" in added
+            else ""
+        )
+        raise ConfigError(
+            f"eval.py does not use {', '.join(added)}{hint}; it takes model_source, data=, trainer=, logger=, "
+            "allow_other_dataset, seed (see python eval.py --help)"
+        )
 
 
 def datamodule_for(cfg: DictConfig, trained):
@@ -51,10 +57,19 @@ def datamodule_for(cfg: DictConfig, trained):
     settings = OmegaConf.to_container(cfg.data, resolve=True)
     dataset = settings.get("dataset") or trained.dataset
     if dataset != trained.dataset and not cfg.get("allow_other_dataset"):
-        raise ConfigError(f"{cfg.model_source} was trained on {trained.dataset}, not {dataset}; drop data= to test it on "
-                          f"{trained.dataset}, or add allow_other_dataset=true to test it on {dataset} anyway")
-    settings = {"_target_": "digits_zoo.data.MNISTDataModule", **settings, "dataset": dataset, "standardize": False,
-                "normalization": trained.normalization, "val_size": 0, "train_size": None}
+        raise ConfigError(
+            f"{cfg.model_source} was trained on {trained.dataset}, not {dataset}; drop data= to test it on "
+            f"{trained.dataset}, or add allow_other_dataset=true to test it on {dataset} anyway"
+        )
+    settings = {
+        "_target_": "digits_zoo.data.MNISTDataModule",
+        **settings,
+        "dataset": dataset,
+        "standardize": False,
+        "normalization": trained.normalization,
+        "val_size": 0,
+        "train_size": None,
+    }
     datamodule = instantiate(settings)
     check_data_module(datamodule)
     return datamodule
@@ -71,12 +86,15 @@ def evaluate(cfg: DictConfig) -> dict:
     trained = load_trained(cfg.model_source)
     datamodule = datamodule_for(cfg, trained)
     if trained.network.num_classes != datamodule.num_classes:
-        raise ConfigError(f"{cfg.model_source} classifies {trained.network.num_classes} classes and "
-                          f"{datamodule.dataset_cls.__name__} has {datamodule.num_classes}; choose a dataset it was trained for")
+        raise ConfigError(
+            f"{cfg.model_source} classifies {trained.network.num_classes} classes and "
+            f"{datamodule.dataset_cls.__name__} has {datamodule.num_classes}; choose a dataset it was trained for"
+        )
     module = DigitClassifier(**{**trained.hparams, "compile": False})
     module.model.load_state_dict(trained.network.state_dict())
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers(cfg) or False, callbacks=[progress_bar(), RunFigures()],
-                                     enable_checkpointing=False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers(cfg) or False, callbacks=[progress_bar(), RunFigures()], enable_checkpointing=False
+    )
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
     results = {
         "model": trained.name,

@@ -57,17 +57,29 @@ def write_onnx(network: nn.Module, path: Path) -> None:
         import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
         import onnxscript  # noqa: F401
     except ImportError as error:
-        raise ExportError(f"ONNX export needs the export extra ({error.name} is missing): pip install -e \".[export]\"") from None
+        raise ExportError(
+            f'ONNX export needs the export extra ({error.name} is missing): pip install -e ".[export]"'
+        ) from None
     example = torch.rand(2, 1, 28, 28)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each pass
             warnings.simplefilter("ignore")
-            torch.onnx.export(network, (example,), path, input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, dynamo=True)
+            torch.onnx.export(
+                network,
+                (example,),
+                path,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                external_data=False,
+                dynamo=True,
+            )
     except OSError:  # writing the file, not exporting the network: `export_onnx` names the file
         raise
     except Exception as error:  # torch.export's and the translation's errors alike: this network does not export
-        raise ExportError(f"torch's ONNX exporter cannot export this network: {one_line(error).split(' Next steps:')[0]}") from error
+        raise ExportError(
+            f"torch's ONNX exporter cannot export this network: {one_line(error).split(' Next steps:')[0]}"
+        ) from error
 
 
 def check_destination(out: Path, name: str) -> None:
@@ -129,24 +141,38 @@ def export_onnx(source: str, out: Path | None = None, data_dir: str | Path | Non
     temporary = out.with_name(f".{out.name}.tmp")
     try:
         write_onnx(network, temporary)
-        add_metadata(temporary, {"digits_zoo.model": trained.name, "digits_zoo.source": str(source),
-                                 "digits_zoo.dataset": trained.dataset,
-                                 "digits_zoo.output_activation": trained.network.output_activation,
-                                 "digits_zoo.classes": json.dumps(trained.classes),
-                                 "digits_zoo.input": "images (N, 1, 28, 28) float32, pixels / 255 in [0, 1]"})
+        add_metadata(
+            temporary,
+            {
+                "digits_zoo.model": trained.name,
+                "digits_zoo.source": str(source),
+                "digits_zoo.dataset": trained.dataset,
+                "digits_zoo.output_activation": trained.network.output_activation,
+                "digits_zoo.classes": json.dumps(trained.classes),
+                "digits_zoo.input": "images (N, 1, 28, 28) float32, pixels / 255 in [0, 1]",
+            },
+        )
         images, labels, what = check_images(data_dir, trained.dataset)
         check = parity(temporary, network, images, labels)
         if not (check["within_tolerance"] and check["same_digits"] == check["images"]):
-            raise ExportError(f"onnxruntime disagrees with torch on {what}: largest logit difference "
-                              f"{check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), the same class "
-                              f"for {check['same_digits']:,} of {check['images']:,}; nothing was written")
+            raise ExportError(
+                f"onnxruntime disagrees with torch on {what}: largest logit difference "
+                f"{check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), the same class "
+                f"for {check['same_digits']:,} of {check['images']:,}; nothing was written"
+            )
         temporary.replace(out)
     except OSError as error:  # what the check before could not foresee (a full disk, a folder made read-only since)
         raise ExportError(f"cannot write {out}: {error.strerror or one_line(error)}; nothing was written") from None
     finally:
         temporary.unlink(missing_ok=True)
-    return {**check, "file": str(out), "bytes": out.stat().st_size, "checked_on": what, "name": trained.name,
-            "dataset": trained.dataset}
+    return {
+        **check,
+        "file": str(out),
+        "bytes": out.stat().st_size,
+        "checked_on": what,
+        "name": trained.name,
+        "dataset": trained.dataset,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,20 +180,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="a checkpoint, a run folder, or a shipped model's name (e.g. vgg_bn)")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default: onnx)")
     parser.add_argument("--out", type=Path, help="the file to write (default: <model>.onnx here)")
-    parser.add_argument("--data-dir", help="the folder with the model's dataset (MNIST/raw, FashionMNIST/raw) for the check "
-                        "(default: $DIGITS_ZOO_DATA_DIR or ./data)")
+    parser.add_argument(
+        "--data-dir",
+        help="the folder with the model's dataset (MNIST/raw, FashionMNIST/raw) for the check "
+        "(default: $DIGITS_ZOO_DATA_DIR or ./data)",
+    )
     args = parser.parse_args(argv)
     try:
         check = export_onnx(args.source, args.out, args.data_dir)
     except (DigitsZooError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
-    print(f"wrote {check['file']} ({check['bytes'] / 1e6:.2f} MB); onnxruntime against torch on {check['checked_on']}: "
-          f"largest logit difference {check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), "
-          f"the same class for all {check['images']:,}")
+    print(
+        f"wrote {check['file']} ({check['bytes'] / 1e6:.2f} MB); onnxruntime against torch on {check['checked_on']}: "
+        f"largest logit difference {check['max_difference']:.2g} (tolerance {ATOL:g} + {RTOL:g} x |logit|), "
+        f"the same class for all {check['images']:,}"
+    )
     if "onnxruntime_acc" in check:
-        print(f"{check['dataset']} test accuracy: {100 * check['onnxruntime_acc']:.2f}% under onnxruntime, "
-              f"{100 * check['torch_acc']:.2f}% under torch")
+        print(
+            f"{check['dataset']} test accuracy: {100 * check['onnxruntime_acc']:.2f}% under onnxruntime, "
+            f"{100 * check['torch_acc']:.2f}% under torch"
+        )
     return 0
 
 

@@ -33,10 +33,20 @@ from hydra.experimental.callback import Callback
 from digits_zoo.errors import one_line
 from digits_zoo.training.results import evaluation_markdown, markdown, markdown_table
 
-
-FIELDS = {"model": str, "group": str, "dataset": str, "seed": int, "params": int, "epochs": int,  # leaderboard.csv
-          "best_val/acc": float, "test/acc": float, "test/loss": float, "train_seconds": float, "best_epoch": int,
-          "run": str}
+FIELDS = {
+    "model": str,
+    "group": str,
+    "dataset": str,
+    "seed": int,
+    "params": int,
+    "epochs": int,  # leaderboard.csv
+    "best_val/acc": float,
+    "test/acc": float,
+    "test/loss": float,
+    "train_seconds": float,
+    "best_epoch": int,
+    "run": str,
+}
 SIGNIFICANCE = 0.05  # Welch's test: a p-value below this is a difference larger than the seed noise
 
 
@@ -57,8 +67,9 @@ def _override_lines(run: Path) -> list[str]:
 
 def _overrides(run: Path) -> list[str]:
     """The run's command-line overrides but its seed, model and data folder, as a person reads them."""
-    return sorted(_short(o) for o in _override_lines(run)
-                  if not o.lstrip("+~").startswith(("seed=", "model=", "data.data_dir=")))
+    return sorted(
+        _short(o) for o in _override_lines(run) if not o.lstrip("+~").startswith(("seed=", "model=", "data.data_dir="))
+    )
 
 
 def _natural(path: Path) -> list:
@@ -72,11 +83,26 @@ class MalformedResults(ValueError):
 
 # what the tables read of a results.json of each kind: each entry's type, and whether it may be null or absent
 SCHEMAS = {
-    "run": {"model": (str, False), "params": (int, False), "epochs": (int, False), "train_seconds": (float, False),
-            "test/acc": (float, True), "test/loss": (float, True), "best_val/acc": (float, True),
-            "best_epoch": (int, True), "seed": (int, True), "dataset": (str, True)},
-    "evaluation": {"model": (str, False), "source": (str, False), "test/acc": (float, False), "test/loss": (float, True),
-                   "dataset": (str, True), "test_images": (int, True)},
+    "run": {
+        "model": (str, False),
+        "params": (int, False),
+        "epochs": (int, False),
+        "train_seconds": (float, False),
+        "test/acc": (float, True),
+        "test/loss": (float, True),
+        "best_val/acc": (float, True),
+        "best_epoch": (int, True),
+        "seed": (int, True),
+        "dataset": (str, True),
+    },
+    "evaluation": {
+        "model": (str, False),
+        "source": (str, False),
+        "test/acc": (float, False),
+        "test/loss": (float, True),
+        "dataset": (str, True),
+        "test_images": (int, True),
+    },
 }
 TYPE_WORDS = {str: "text", int: "a whole number", float: "a number"}
 
@@ -103,10 +129,14 @@ def _read(path: Path) -> dict:
     for key, (expected, optional) in SCHEMAS.get(kind(row), {}).items():
         value = row.get(key)
         if value is None and not optional:
-            raise MalformedResults(f"{key} is missing" if key not in row else f"{key} is null, not {TYPE_WORDS[expected]}")
+            raise MalformedResults(
+                f"{key} is missing" if key not in row else f"{key} is null, not {TYPE_WORDS[expected]}"
+            )
         if value is not None and not _fits(value, expected):
             shown = json.dumps(value)
-            raise MalformedResults(f"{key} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {TYPE_WORDS[expected]}")
+            raise MalformedResults(
+                f"{key} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {TYPE_WORDS[expected]}"
+            )
     return row
 
 
@@ -225,23 +255,39 @@ def summary_markdown(rows: list[dict]) -> str:
     """One line per group: n, mean ± standard deviation, 95% CI, mean seconds; then the test used."""
     ranked = groups(rows)
     validated = any(r.get("best_val/acc") not in (None, "") for r in rows)  # (older records lack it)
-    header = ["model", "runs", "test accuracy (mean ± std)", "95% CI", *["best val accuracy (mean)"] * validated,
-              "training seconds (mean)", "parameters", "epochs", "vs the next row"]
+    header = [
+        "model",
+        "runs",
+        "test accuracy (mean ± std)",
+        "95% CI",
+        *["best val accuracy (mean)"] * validated,
+        "training seconds (mean)",
+        "parameters",
+        "epochs",
+        "vs the next row",
+    ]
     cells = []
     for group, below in zip(ranked, [*ranked[1:], None]):
         std, ci = group.std, group.ci95
         val = [r["best_val/acc"] for r in group.rows if r.get("best_val/acc") not in (None, "")]
-        cells.append([group.name, str(len(group.rows)),
-                      _percent(group.mean) + (f" ± {100 * std:.2f}" if std is not None else ""),
-                      f"{_percent(ci[0])} to {_percent(ci[1])}" if ci else "",
-                      *[_percent(statistics.fmean(val)) if val else ""] * validated,
-                      f"{statistics.fmean(r['train_seconds'] for r in group.rows):.1f}",
-                      f"{group.rows[0]['params']:,}", "/".join(sorted({str(r["epochs"]) for r in group.rows})),
-                      _versus(group, below)])
+        cells.append(
+            [
+                group.name,
+                str(len(group.rows)),
+                _percent(group.mean) + (f" ± {100 * std:.2f}" if std is not None else ""),
+                f"{_percent(ci[0])} to {_percent(ci[1])}" if ci else "",
+                *[_percent(statistics.fmean(val)) if val else ""] * validated,
+                f"{statistics.fmean(r['train_seconds'] for r in group.rows):.1f}",
+                f"{group.rows[0]['params']:,}",
+                "/".join(sorted({str(r["epochs"]) for r in group.rows})),
+                _versus(group, below),
+            ]
+        )
     return markdown_table(header, cells) + (
-        "\nRuns that differ only in their seed are one row. \"vs the next row\": Welch's two-sided t-test of "
+        '\nRuns that differ only in their seed are one row. "vs the next row": Welch\'s two-sided t-test of '
         f"the test accuracies of this row and the next, a difference larger than seed noise where p < {SIGNIFICANCE} "
-        "(each pair tested on its own, without a correction for multiple comparisons).\n")
+        "(each pair tested on its own, without a correction for multiple comparisons).\n"
+    )
 
 
 def sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -251,8 +297,9 @@ def sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     for row in rows:
         if kind(row) == "run":
             searched = row.get("test/acc") in (None, "")
-            title = (f"{row.get('dataset') or 'dataset not recorded'}"
-                     + (", trials of a search (not tested: ranked by best validation accuracy)" if searched else ""))
+            title = f"{row.get('dataset') or 'dataset not recorded'}" + (
+                ", trials of a search (not tested: ranked by best validation accuracy)" if searched else ""
+            )
             named.setdefault(title, []).append(row)
     return list(named.items())
 
@@ -272,12 +319,15 @@ def report(rows: list[dict]) -> str:
     text = "\n".join((f"{title}:\n\n" if len(parts) > 1 else "") + _section(members) for title, members in parts)
     evaluations = sorted((r for r in rows if kind(r) == "evaluation"), key=lambda r: str(r.get("dataset")))
     if evaluations:
-        text += (text and "\n") + ("Evaluations by eval.py (tested, not trained: not ranked with training runs):"
-                                    f"\n\n{evaluation_markdown(evaluations)}")
+        text += (text and "\n") + (
+            "Evaluations by eval.py (tested, not trained: not ranked with training runs):"
+            f"\n\n{evaluation_markdown(evaluations)}"
+        )
     other = [r["run"] for r in rows if kind(r) == "other"]
     if other:
-        text += (text and "\n") + (f"Skipped {len(other)} results.json written by neither train.py nor eval.py: "
-                                    f"{', '.join(other)}\n")
+        text += (text and "\n") + (
+            f"Skipped {len(other)} results.json written by neither train.py nor eval.py: {', '.join(other)}\n"
+        )
     return text
 
 
@@ -292,7 +342,9 @@ def write(rows: list[dict], out_dir: Path) -> None:
 def read(path: Path) -> list[dict]:
     """The rows of a `leaderboard.csv` as `write` wrote them, numbers as numbers."""
     with open(path, newline="") as file:
-        return [{key: FIELDS[key](value) if value else value for key, value in row.items()} for row in csv.DictReader(file)]
+        return [
+            {key: FIELDS[key](value) if value else value for key, value in row.items()} for row in csv.DictReader(file)
+        ]
 
 
 def chosen_test(trial: dict) -> dict:
@@ -301,19 +353,27 @@ def chosen_test(trial: dict) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from digits_zoo.models.pretrained import resolve_checkpoint
     from digits_zoo.training.figures import RunFigures
     from digits_zoo.training.module import DigitClassifier
     from digits_zoo.training.resume import saved_config
     from digits_zoo.training.run import run_settings
-    from digits_zoo.models.pretrained import resolve_checkpoint
 
     config = Path(trial["run"]) / "config.yaml"
     # the trial's own, resolved, as train() wrote it (a file: it builds only what a saved config may)
     cfg = saved_config(OmegaConf.load(config), str(config))
-    module = DigitClassifier.load_from_checkpoint(resolve_checkpoint(trial["run"]), map_location="cpu",
-                                                  weights_only=True)
-    trainer = instantiate(cfg.trainer, devices=1, logger=False, enable_checkpointing=False, callbacks=[RunFigures()],
-                          enable_progress_bar=False, enable_model_summary=False)
+    module = DigitClassifier.load_from_checkpoint(
+        resolve_checkpoint(trial["run"]), map_location="cpu", weights_only=True
+    )
+    trainer = instantiate(
+        cfg.trainer,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[RunFigures()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with run_settings():
         (metrics,) = trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)
     return metrics
@@ -328,12 +388,19 @@ def chosen_trial(sweep_dir: Path, rows: list[dict]) -> str:
         return ""
     chosen = max(trials, key=lambda r: r["best_val/acc"])  # rows are in the order the trials ran
     metrics = chosen_test(chosen)
-    record = {"run": chosen["run"], "overrides": _override_lines(Path(chosen["run"])),
-              "best_val/acc": chosen["best_val/acc"], "test/acc": metrics["test/acc"], "test/loss": metrics["test/loss"]}
+    record = {
+        "run": chosen["run"],
+        "overrides": _override_lines(Path(chosen["run"])),
+        "best_val/acc": chosen["best_val/acc"],
+        "test/acc": metrics["test/acc"],
+        "test/loss": metrics["test/loss"],
+    }
     (sweep_dir / "chosen_trial.json").write_text(json.dumps(record, indent=2) + "\n")
-    text = (f"\nThe chosen trial, best by validation ({_percent(chosen['best_val/acc'])}): {chosen['group']}, "
-            f"{chosen['run']}\nTest accuracy of the chosen trial, read once after the search: "
-            f"{_percent(metrics['test/acc'])} (test loss {metrics['test/loss']:.4f})\n")
+    text = (
+        f"\nThe chosen trial, best by validation ({_percent(chosen['best_val/acc'])}): {chosen['group']}, "
+        f"{chosen['run']}\nTest accuracy of the chosen trial, read once after the search: "
+        f"{_percent(metrics['test/acc'])} (test loss {metrics['test/loss']:.4f})\n"
+    )
     with open(sweep_dir / "leaderboard.md", "a") as file:
         file.write(text)
     return text
@@ -367,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = collect(args.folders)
     if not rows:
-        print(f"error: no results.json in {', '.join(map(str, args.folders))}; pass run or sweep folders", file=sys.stderr)
+        print(
+            f"error: no results.json in {', '.join(map(str, args.folders))}; pass run or sweep folders", file=sys.stderr
+        )
         return 1
     print(report(rows), end="")
     if args.out:

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from digits_zoo.errors import one_line
-from digits_zoo.training.plots import class_labels
 from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.errors import one_line
 from digits_zoo.models.pretrained import WeightsError, holds_code, manifest, pretrained_info, resolve_checkpoint
+from digits_zoo.training.plots import class_labels
 
 
 class Standardize(torch.nn.Module):
@@ -103,11 +103,14 @@ def load_trained(source: str | Path) -> Trained:
         raise WeightsError(f"{checkpoint}: {error}") from None
     except Exception as error:  # pickle, zip, key and type errors alike: not a usable checkpoint
         raise holds_code(checkpoint, error) or WeightsError(
-            f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})") from None
+            f"{checkpoint}: not a digits_zoo checkpoint ({type(error).__name__}: {one_line(error)})"
+        ) from None
     classes = list(getattr(torchvision.datasets, dataset).classes)
     if module.model.num_classes != len(classes):  # (train.py makes them equal)
-        raise WeightsError(f"{checkpoint}: its network has {module.model.num_classes} classes and its recorded dataset "
-                           f"{dataset} {len(classes)}; the file is damaged or was not written by digits_zoo")
+        raise WeightsError(
+            f"{checkpoint}: its network has {module.model.num_classes} classes and its recorded dataset "
+            f"{dataset} {len(classes)}; the file is damaged or was not written by digits_zoo"
+        )
     return Trained(module.model.eval(), module.hparams.model, classes, dict(module.hparams), normalization, dataset)
 
 
@@ -135,8 +138,10 @@ def predict(trained: Trained, images: torch.Tensor) -> list[dict]:
             "digit": int(digits[0]),
             "class": trained.classes[int(digits[0])],
             "probability": round(float(values[0]), 6),
-            "top3": [{"digit": int(d), "class": trained.classes[int(d)], "probability": round(float(p), 6)}
-                     for d, p in zip(digits, values)],
+            "top3": [
+                {"digit": int(d), "class": trained.classes[int(d)], "probability": round(float(p), 6)}
+                for d, p in zip(digits, values)
+            ],
         }
         for values, digits in zip(top.values, top.indices)
     ]
@@ -154,7 +159,9 @@ def _save_name(file: str, used: set[str]) -> str:
 
 def _format(result: dict, trained: Trained) -> str:
     top = ", ".join(f"{trained.label(t['digit'])}: {t['probability']:.3f}" for t in result["top3"])
-    return f"{result['file']}: {trained.label(result['digit'])} (probability {result['probability']:.3f})   top 3: {top}"
+    return (
+        f"{result['file']}: {trained.label(result['digit'])} (probability {result['probability']:.3f})   top 3: {top}"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -164,12 +171,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "paper or light ink on dark) with a model trained by train.py.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="picture files")
-    parser.add_argument("--model", metavar="SOURCE",
-                        help="a checkpoint (*.ckpt), a run folder of train.py (its best checkpoint, else last.ckpt), "
-                        "or a model name for the weights shipped with digits_zoo (default: the strongest shipped model)")
+    parser.add_argument(
+        "--model",
+        metavar="SOURCE",
+        help="a checkpoint (*.ckpt), a run folder of train.py (its best checkpoint, else last.ckpt), "
+        "or a model name for the weights shipped with digits_zoo (default: the strongest shipped model)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON list to stdout instead of text")
-    parser.add_argument("--save-input", type=Path, metavar="DIR",
-                        help="save the 28x28 picture the model saw as DIR/<stem>.28x28.png")
+    parser.add_argument(
+        "--save-input", type=Path, metavar="DIR", help="save the 28x28 picture the model saw as DIR/<stem>.28x28.png"
+    )
     return parser.parse_args(argv)
 
 
@@ -178,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None:
         args.model = strongest_shipped()
         info = pretrained_info(args.model)
-        print(f"model: {args.model}, the strongest shipped model ({100 * info['test_acc']:.2f}% "
-              f"on the {info['dataset']} test set); choose another with --model", file=sys.stderr)
+        print(
+            f"model: {args.model}, the strongest shipped model ({100 * info['test_acc']:.2f}% "
+            f"on the {info['dataset']} test set); choose another with --model",
+            file=sys.stderr,
+        )
     try:
         trained = load_trained(args.model)
         if args.save_input:

@@ -18,7 +18,14 @@ from safetensors.torch import save
 
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.models import pretrained
-from digits_zoo.models.pretrained import manifest, read_checkpoint, resolve_checkpoint, run_state_dict, sha256, trained_on
+from digits_zoo.models.pretrained import (
+    manifest,
+    read_checkpoint,
+    resolve_checkpoint,
+    run_state_dict,
+    sha256,
+    trained_on,
+)
 from digits_zoo.models.registry import create_model
 from digits_zoo.writes import write_atomically, write_text_atomically
 
@@ -36,8 +43,13 @@ def describe(name: str, dataset: str = "MNIST", normalization: tuple[float, floa
     return {
         "dataset": dataset,
         "classes": list(getattr(torchvision.datasets, dataset).classes),
-        "input": {"shape": [1, 28, 28], "scaling": "pixels / 255, in [0, 1]", "mean": mean, "std": std,
-                  "output": f"logits; probabilities through {model.output_activation}"},
+        "input": {
+            "shape": [1, 28, 28],
+            "scaling": "pixels / 255, in [0, 1]",
+            "mean": mean,
+            "std": std,
+            "output": f"logits; probabilities through {model.output_activation}",
+        },
         "params": sum(p.numel() for p in model.parameters()),
         "macs": counter.get_total_flops() // 2,
     }
@@ -59,14 +71,24 @@ def ship(name: str, state: dict[str, torch.Tensor], record: dict) -> dict:
 def ship_run(run_dir: Path) -> dict:
     """Ship the tested weights of a train.py run folder: `<model>.safetensors` and its record."""
     results = json.loads((run_dir / "results.json").read_text())
-    overrides = (run_dir / ".hydra" / "overrides.yaml")
-    args = [line.removeprefix("- ").strip() for line in overrides.read_text().splitlines()] if overrides.is_file() else []
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    args = (
+        [line.removeprefix("- ").strip() for line in overrides.read_text().splitlines()] if overrides.is_file() else []
+    )
     args = [a for a in args if not a.startswith(("hydra.", "data.data_dir"))]
     checkpoint = resolve_checkpoint(run_dir)
     dataset, normalization = trained_on(read_checkpoint(checkpoint), checkpoint)
-    recipe = {"command": " ".join(["python train.py", *args]), "seed": results["seed"], "epochs": results["epochs"],
-              "train_seconds": results["train_seconds"], "test_acc": results["test/acc"], "test_loss": results["test/loss"]}
-    return ship(results["model"], run_state_dict(run_dir), {**recipe, **describe(results["model"], dataset, normalization)})
+    recipe = {
+        "command": " ".join(["python train.py", *args]),
+        "seed": results["seed"],
+        "epochs": results["epochs"],
+        "train_seconds": results["train_seconds"],
+        "test_acc": results["test/acc"],
+        "test_loss": results["test/loss"],
+    }
+    return ship(
+        results["model"], run_state_dict(run_dir), {**recipe, **describe(results["model"], dataset, normalization)}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,8 +115,11 @@ def write_failure(error: BaseException) -> OSError | None:
         chain.append(error)
         error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     # (EIO only from this module's writes: elsewhere it may have been a read)
-    failures = [e for e in chain if isinstance(e, NotWritten) or (isinstance(e, OSError) and e.errno in FAILURES
-                                                                  and e.errno != errno.EIO)]
+    failures = [
+        e
+        for e in chain
+        if isinstance(e, NotWritten) or (isinstance(e, OSError) and e.errno in FAILURES and e.errno != errno.EIO)
+    ]
     return next((e for e in failures if isinstance(e, NotWritten)), failures[0] if failures else None)
 
 

@@ -26,8 +26,10 @@ PICTURES = ("training_curves", "per_class_accuracy", "confusion_matrix", "confus
 TRANSFER = "python train.py experiment=transfer_fashion"
 COMMANDS = {
     "flatten_mlp": "python train.py model=flatten_mlp",  # docs/training.md's run folder and pictures
-    **{f"seed_parity_{model}": f"python train.py experiment=seed_parity model={model}"
-       for model in ("single_dense", "two_layer_mlp", "flatten_mlp", "softmax_mlp")},
+    **{
+        f"seed_parity_{model}": f"python train.py experiment=seed_parity model={model}"
+        for model in ("single_dense", "two_layer_mlp", "flatten_mlp", "softmax_mlp")
+    },
     "transfer_probe_1000": f"{TRANSFER} model.freeze_features=true",
     "transfer_finetune_1000": TRANSFER,
     "transfer_scratch_1000": f"{TRANSFER} model.pretrained=null",
@@ -35,14 +37,25 @@ COMMANDS = {
     "transfer_finetune_60000": f"{TRANSFER} data.train_size=null",
     "transfer_scratch_60000": f"{TRANSFER} model.pretrained=null data.train_size=null",
 }
-QUICK = ("flatten_mlp", "seed_parity_flatten_mlp", "transfer_probe_1000", "transfer_finetune_1000", "transfer_scratch_1000")
+QUICK = (
+    "flatten_mlp",
+    "seed_parity_flatten_mlp",
+    "transfer_probe_1000",
+    "transfer_finetune_1000",
+    "transfer_scratch_1000",
+)
 
 
 def run(name: str, run_dir: Path) -> dict:
     """Run COMMANDS[name] into `run_dir` (which must not exist yet); its results.json."""
     words = shlex.split(COMMANDS[name])
-    result = subprocess.run([sys.executable, str(ROOT / words[1]), *words[2:], f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / words[1]), *words[2:], f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if result.returncode != 0:
         raise SystemExit(f"error: {COMMANDS[name]} failed:\n{result.stderr[-2000:]}")
     return json.loads((run_dir / "results.json").read_text())

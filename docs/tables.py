@@ -29,7 +29,9 @@ from digits_zoo import leaderboard
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
-BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+)(?: (?P<argument>\S+))? -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
+BLOCK = re.compile(
+    r"(<!-- table: (?P<name>[\w-]+)(?: (?P<argument>\S+))? -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL
+)
 
 
 table = leaderboard.markdown_table
@@ -38,12 +40,36 @@ table = leaderboard.markdown_table
 def weights_table() -> str:
     from digits_zoo.models.pretrained import SHIPPED, manifest
 
-    rows = [[f"`{name}`", f"{100 * e['test_acc']:.2f}%", f"{e['test_loss']:.4f}", f"{e['params']:,}", f"{e['macs']:,}",
-             f"`{e['command']}`", str(e["seed"]), str(e["epochs"]), f"{e['train_seconds']:.1f}",
-             f"{(SHIPPED / e['file']).stat().st_size / 1e6:.2f} MB"]
-            for name, e in sorted(manifest().items(), key=lambda item: -item[1]["test_acc"])]
-    return table(["model", "test accuracy", "test loss", "parameters", "multiply-adds", "command that trained it",
-                  "seed", "epochs", "training seconds", "file"], rows)
+    rows = [
+        [
+            f"`{name}`",
+            f"{100 * e['test_acc']:.2f}%",
+            f"{e['test_loss']:.4f}",
+            f"{e['params']:,}",
+            f"{e['macs']:,}",
+            f"`{e['command']}`",
+            str(e["seed"]),
+            str(e["epochs"]),
+            f"{e['train_seconds']:.1f}",
+            f"{(SHIPPED / e['file']).stat().st_size / 1e6:.2f} MB",
+        ]
+        for name, e in sorted(manifest().items(), key=lambda item: -item[1]["test_acc"])
+    ]
+    return table(
+        [
+            "model",
+            "test accuracy",
+            "test loss",
+            "parameters",
+            "multiply-adds",
+            "command that trained it",
+            "seed",
+            "epochs",
+            "training seconds",
+            "file",
+        ],
+        rows,
+    )
 
 
 def leaderboard_table(csv_path: str) -> str:
@@ -76,7 +102,9 @@ def config_groups_table() -> str:
         options = sorted((CONFIGS / group).glob("*.yaml"))
         if group == "model":  # one file per registered model, listed with the models: adding one changes no table
             option = f"`{default[group]}` (default), or any registered model ([the zoo](models.md#the-zoo))"
-            rows.append([f"`{group}`", option, "a registered model: its `name` and keyword arguments (`model.kwargs.*`)"])
+            rows.append(
+                [f"`{group}`", option, "a registered model: its `name` and keyword arguments (`model.kwargs.*`)"]
+            )
             continue
         if default[group] == "null":
             rows.append([f"`{group}`", "`null` (default)", "none"])
@@ -108,8 +136,11 @@ def plain_options(path: Path, prefix: str = "") -> list[list[str]]:
 
 
 def config_options_table() -> str:
-    rows = (plain_options(CONFIGS / "train.yaml") + plain_options(CONFIGS / "data" / "mnist.yaml", "data.")
-            + plain_options(CONFIGS / "trainer" / "default.yaml", "trainer."))
+    rows = (
+        plain_options(CONFIGS / "train.yaml")
+        + plain_options(CONFIGS / "data" / "mnist.yaml", "data.")
+        + plain_options(CONFIGS / "trainer" / "default.yaml", "trainer.")
+    )
     return table(["option", "default", "what it does"], rows)
 
 
@@ -117,16 +148,32 @@ def demo_load_table(json_path: str) -> str:
     import json
 
     results = json.loads((ROOT / json_path).read_text())
-    rows = [[kind, f"{row['bytes'] / 1000:,.0f} kB", str(row["requests"]),
-             ", ".join(f"{count} x {status}" for status, count in sorted(row["statuses"].items())),
-             f"{row['p50_ms']:,.0f} ms", f"{row['p95_ms']:,.0f} ms"] for kind, row in results["kinds"].items()]
-    return (table(["picture", "body", "requests", "answers", "p50", "p95"], rows)
-            + f"\nThe server used {results['server_rss_mb_after_warm_up']} MB after the warm-up and "
-            f"{results['server_peak_rss_mb']} MB at its peak (VmHWM).\n")
+    rows = [
+        [
+            kind,
+            f"{row['bytes'] / 1000:,.0f} kB",
+            str(row["requests"]),
+            ", ".join(f"{count} x {status}" for status, count in sorted(row["statuses"].items())),
+            f"{row['p50_ms']:,.0f} ms",
+            f"{row['p95_ms']:,.0f} ms",
+        ]
+        for kind, row in results["kinds"].items()
+    ]
+    return (
+        table(["picture", "body", "requests", "answers", "p50", "p95"], rows)
+        + f"\nThe server used {results['server_rss_mb_after_warm_up']} MB after the warm-up and "
+        f"{results['server_peak_rss_mb']} MB at its peak (VmHWM).\n"
+    )
 
 
-TABLES = {"weights": weights_table, "leaderboard": leaderboard_table, "seeds": seeds_table,
-          "config-groups": config_groups_table, "config-options": config_options_table, "demo-load": demo_load_table}
+TABLES = {
+    "weights": weights_table,
+    "leaderboard": leaderboard_table,
+    "seeds": seeds_table,
+    "config-groups": config_groups_table,
+    "config-options": config_options_table,
+    "demo-load": demo_load_table,
+}
 
 
 VALUE = re.compile(r"(?P<value>\d[\d.]*%?)(?P<comment><!-- = (?P<source>\S+) -->)")
@@ -192,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(new)
             print(f"rewrote {path}: {', '.join(changed)}")
     if args.check and stale:
-        print("\n".join(f"{line} differs from its source; run python docs/tables.py" for line in stale), file=sys.stderr)
+        print(
+            "\n".join(f"{line} differs from its source; run python docs/tables.py" for line in stale), file=sys.stderr
+        )
         return 1
     return 0
 

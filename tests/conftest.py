@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +19,21 @@ os.environ.setdefault("DIGITS_ZOO_TRUSTED_TARGETS", "tests.")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--all", action="store_true",
-                     help="run every tier: the fast one, the slow one and the real-data one (as CI does)")
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="run every tier: the fast one, the slow one and the real-data one (as CI does)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     """Plain `pytest` is the contributor's loop: the slow and real-data tiers skip, saying how to run them."""
     if config.getoption("--all"):
         return
-    tiers = {"slow": pytest.mark.skip(reason="slow tier: pytest --all runs it"),
-             "real_data": pytest.mark.skip(reason="real-data tier: pytest --all runs it, with DIGITS_ZOO_DATA_DIR set")}
+    tiers = {
+        "slow": pytest.mark.skip(reason="slow tier: pytest --all runs it"),
+        "real_data": pytest.mark.skip(reason="real-data tier: pytest --all runs it, with DIGITS_ZOO_DATA_DIR set"),
+    }
     for item in items:
         for marker, skip in tiers.items():
             if marker in item.keywords:
@@ -108,3 +115,37 @@ def standardized_run(tiny_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("standardized") / "run"
     train(compose_tiny_run(tiny_data, run, "data.standardize=true", "trainer.max_epochs=1"))
     return run
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
+    """Run train.py's __main__ with these overrides (on the tiny data, in a fresh run folder);
+    returns (exit code, stderr)."""
+
+    def run(*overrides: str) -> tuple[int, str]:
+        args = [
+            f"data.data_dir={tiny_data}",
+            "data.val_size=200",
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *overrides,
+        ]
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+        return exit_info.value.code, capsys.readouterr().err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def fashion_run(tmp_path_factory) -> tuple:
+    """(run folder, data root): a short run on a tiny FashionMNIST (250 test images) in a data root
+    that also holds a tiny MNIST (300), so that which test set was read shows in the count."""
+    from digits_zoo.training.run import train  # (imported by the tests that use it: Lightning)
+
+    data = write_dataset(write_dataset(tmp_path_factory.mktemp("both")), n_test=250, name="FashionMNIST")
+    run = tmp_path_factory.mktemp("fashion") / "run"
+    train(compose_tiny_run(data, run, "data=fashion_mnist", "trainer.max_epochs=1"))
+    return run, data

@@ -14,13 +14,19 @@ UNTOUCHED_LOGGER = ([], logging.NOTSET, [], True, False)  # a getLogger(name) th
 
 
 def state() -> dict:
-    loggers = {name: (logger.handlers[:], logger.level, logger.filters[:], logger.propagate, logger.disabled)
-               for name, logger in [("root", logging.getLogger()), *logging.root.manager.loggerDict.items()]
-               if isinstance(logger, logging.Logger)}
-    return {"warning filters": warnings.filters[:], "environment": dict(os.environ),
-            "if_resume resolver": OmegaConf.has_resolver("if_resume"), "raiseExceptions": logging.raiseExceptions,
-            "loggers": {name: kept for name, kept in loggers.items() if kept != UNTOUCHED_LOGGER},
-            "streams": (sys.stdout, sys.stderr)}
+    loggers = {
+        name: (logger.handlers[:], logger.level, logger.filters[:], logger.propagate, logger.disabled)
+        for name, logger in [("root", logging.getLogger()), *logging.root.manager.loggerDict.items()]
+        if isinstance(logger, logging.Logger)
+    }
+    return {
+        "warning filters": warnings.filters[:],
+        "environment": dict(os.environ),
+        "if_resume resolver": OmegaConf.has_resolver("if_resume"),
+        "raiseExceptions": logging.raiseExceptions,
+        "loggers": {name: kept for name, kept in loggers.items() if kept != UNTOUCHED_LOGGER},
+        "streams": (sys.stdout, sys.stderr),
+    }
 
 
 def changes(before: dict, after: dict) -> dict:
@@ -29,7 +35,11 @@ def changes(before: dict, after: dict) -> dict:
     for key, was in before.items():
         now = after[key]
         if isinstance(was, dict):
-            now = {name: (was.get(name), now.get(name)) for name in was.keys() | now.keys() if was.get(name) != now.get(name)}
+            now = {
+                name: (was.get(name), now.get(name))
+                for name in was.keys() | now.keys()
+                if was.get(name) != now.get(name)
+            }
         elif isinstance(was, list):
             now = {"gone": [item for item in was if item not in now], "new": [item for item in now if item not in was]}
         if now != was and now not in ({}, {"gone": [], "new": []}):

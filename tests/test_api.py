@@ -34,8 +34,13 @@ def files(folder):
 @pytest.mark.slow  # a real train.py process
 def test_fit_makes_the_run_that_train_py_makes(tiny_data, tmp_path, keep_logging):
     overrides = [f"data.data_dir={tiny_data}", *TINY]
-    cli = subprocess.run([sys.executable, str(ROOT / "train.py"), "model=lenet5", *overrides,
-                          f"hydra.run.dir={tmp_path / 'cli'}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "model=lenet5", *overrides, f"hydra.run.dir={tmp_path / 'cli'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr
 
     run = digits_zoo.fit("lenet5", [*overrides, f"hydra.run.dir={tmp_path / 'api'}"])
@@ -43,8 +48,9 @@ def test_fit_makes_the_run_that_train_py_makes(tiny_data, tmp_path, keep_logging
     assert run.run_dir == tmp_path / "api"
     assert files(run.run_dir) == files(tmp_path / "cli")  # .hydra/, train.log, checkpoints, pictures, ...
     cli_results = json.loads((tmp_path / "cli" / "results.json").read_text())
-    assert {k: run.metrics[k] for k in ("test/acc", "test/loss", "best_val/acc")} == \
-        {k: cli_results[k] for k in ("test/acc", "test/loss", "best_val/acc")}  # the same training, bit for bit
+    assert {k: run.metrics[k] for k in ("test/acc", "test/loss", "best_val/acc")} == {
+        k: cli_results[k] for k in ("test/acc", "test/loss", "best_val/acc")
+    }  # the same training, bit for bit
     assert run.metrics == json.loads((run.run_dir / "results.json").read_text())
     assert "Summary" in (run.run_dir / "train.log").read_text()
     assert run.cfg.model.name == "lenet5" and "hydra" not in run.cfg
@@ -60,13 +66,24 @@ def test_fit_gives_a_default_run_folder_of_its_own(tiny_data, tmp_path, monkeypa
     assert first.run_dir != second.run_dir  # within one second: the second gets ..._2
 
 
-@pytest.mark.parametrize("model, overrides, message", [
-    ("flatten_mpl", [], "unknown model=flatten_mpl; did you mean flatten_mlp?"),
-    (None, ["trainer.max_epoch=3"], "unknown config key trainer.max_epoch; did you mean trainer.max_epochs?"),
-    ("lenet5", ["seed=1,2"], "Ambiguous value for argument 'seed=1,2'"),
-    (None, ["hparams_search=mlp_optuna"], "fit runs one job; for a sweep or an hparams_search preset use python train.py -m"),
-    (None, ["lr_find=true"], "fit trains and tests; for the learning-rate range test use python train.py lr_find=true"),
-])
+@pytest.mark.parametrize(
+    "model, overrides, message",
+    [
+        ("flatten_mpl", [], "unknown model=flatten_mpl; did you mean flatten_mlp?"),
+        (None, ["trainer.max_epoch=3"], "unknown config key trainer.max_epoch; did you mean trainer.max_epochs?"),
+        ("lenet5", ["seed=1,2"], "Ambiguous value for argument 'seed=1,2'"),
+        (
+            None,
+            ["hparams_search=mlp_optuna"],
+            "fit runs one job; for a sweep or an hparams_search preset use python train.py -m",
+        ),
+        (
+            None,
+            ["lr_find=true"],
+            "fit trains and tests; for the learning-rate range test use python train.py lr_find=true",
+        ),
+    ],
+)
 def test_fit_refuses_what_it_cannot_run_in_one_line(model, overrides, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as refused:

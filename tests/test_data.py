@@ -15,10 +15,10 @@ def datamodule(root, **kwargs) -> MNISTDataModule:
 
 def test_splits_come_from_the_official_files(tiny_data):
     dm = datamodule(tiny_data)
-    (fit_x, fit_y), (val_x, val_y), (test_x, test_y) = (dm.splits[s] for s in ("fit", "val", "test"))
+    (fit_x, fit_y), (val_x, val_y), (_test_x, test_y) = (dm.splits[s] for s in ("fit", "val", "test"))
     assert (len(fit_y), len(val_y), len(test_y)) == (1000, 200, 300)
     assert fit_x.shape == (1000, 1, 28, 28) and fit_x.dtype == torch.float32
-    assert 0 <= fit_x.min() and fit_x.max() == 1  # scaled by 1/255
+    assert fit_x.min() >= 0 and fit_x.max() == 1  # scaled by 1/255
     assert sorted(set(test_y.tolist())) == list(range(10))
     # validation is a hold-out of the training images, never the test images
     train_rows = {row.tobytes() for row in torch.cat([fit_x, val_x]).flatten(1).numpy()}
@@ -84,7 +84,8 @@ def test_data_dir_defaults_to_the_environment_variable(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "damage", [lambda b: b[: len(b) // 2], lambda b: b"\x00\x00\x07\x09" + b[4:], lambda b: b + b"\x00" * 10],
+    "damage",
+    [lambda b: b[: len(b) // 2], lambda b: b"\x00\x00\x07\x09" + b[4:], lambda b: b + b"\x00" * 10],
     ids=["truncated", "wrong magic", "trailing bytes"],
 )
 @pytest.mark.parametrize("file", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
@@ -128,7 +129,7 @@ def test_augmentation_is_fixed_by_seed_and_epoch_and_keeps_labels(tiny_data):
     assert torch.equal(y, plain_y) and x.shape == plain_x.shape and not torch.equal(x, plain_x)
     assert torch.equal(x, first_batch(0, augment=augment)[0])
     assert not torch.equal(x, first_batch(1, augment=augment)[0])
-    assert 0 <= x.min() and x.max() <= 1  # blank pixels stay blank
+    assert x.min() >= 0 and x.max() <= 1  # blank pixels stay blank
 
 
 def test_augmentation_pads_with_the_standardized_blank(tiny_data):

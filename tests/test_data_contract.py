@@ -21,7 +21,7 @@ from digits_zoo.predict import main as predict_main
 from digits_zoo.training.resume import ResumeError, load_resume
 from digits_zoo.training.run import train
 from tests.conftest import ROOT, compose_tiny_run
-from tests.test_errors import assert_one_line, run_cli  # noqa: F401  (a fixture)
+from tests.test_errors import assert_one_line
 from tests.test_evaluate import eval_cfg
 
 PICTURE = ROOT / "docs" / "examples" / "seven_on_paper.jpg"
@@ -43,8 +43,11 @@ class Incomplete(L.LightningDataModule):
 def subclass_run(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
     """A run folder of a standardised run through DigitsData, and what train() returned."""
     run = tmp_path_factory.mktemp("subclass") / "run"
-    output = train(compose_tiny_run(tiny_data, run, f"data._target_={__name__}.DigitsData", "data.standardize=true",
-                                    "trainer.max_epochs=1"))
+    output = train(
+        compose_tiny_run(
+            tiny_data, run, f"data._target_={__name__}.DigitsData", "data.standardize=true", "trainer.max_epochs=1"
+        )
+    )
     return run, output
 
 
@@ -64,7 +67,10 @@ def test_a_renamed_data_modules_run_is_predicted_and_evaluated_as_it_was_trained
     evaluated = evaluate(eval_cfg(run, tiny_data, tmp_path / "eval"))["metrics"]
     # the same best checkpoint on the same test images, standardised as in training
     assert evaluated["normalization"] == [mean, std]
-    assert (evaluated["test/acc"], evaluated["test/loss"]) == (output["metrics"]["test/acc"], output["metrics"]["test/loss"])
+    assert (evaluated["test/acc"], evaluated["test/loss"]) == (
+        output["metrics"]["test/acc"],
+        output["metrics"]["test/loss"],
+    )
     state = torch.load(resolve_checkpoint(run), map_location="cpu", weights_only=True)
     assert state[RECORD_KEY] == {"dataset": "MNIST", "normalization": [mean, std]} and "DigitsData" not in state
 
@@ -85,9 +91,11 @@ def test_a_checkpoint_of_the_earlier_form_still_loads(subclass_run, tmp_path):
 def test_a_checkpoint_without_a_record_of_its_data_is_refused_in_one_line(subclass_run, tmp_path, capsys):
     run, _ = subclass_run
     bare = rewritten(run, tmp_path, lambda state: state.pop(RECORD_KEY))
-    expected = (f"error: {bare}: the checkpoint has no record of the data it was trained on ('digits_zoo/data': its "
-                "dataset and normalization), so its inputs cannot be prepared as in training; use a checkpoint that "
-                "train.py wrote")
+    expected = (
+        f"error: {bare}: the checkpoint has no record of the data it was trained on ('digits_zoo/data': its "
+        "dataset and normalization), so its inputs cannot be prepared as in training; use a checkpoint that "
+        "train.py wrote"
+    )
     capsys.readouterr()
     assert predict_main([str(PICTURE), "--model", str(bare)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [expected]
@@ -107,15 +115,22 @@ def test_resume_refuses_a_last_checkpoint_without_a_record_of_its_data(subclass_
 
 def test_a_data_module_without_the_contracts_members_is_refused_in_one_line(run_cli, tmp_path):
     code, stderr = run_cli(f"data._target_={__name__}.Incomplete")
-    assert_one_line(code, stderr, "data module Incomplete lacks check_files, dataset_cls, has_validation, normalization, "
-                                  "splits, which train.py and eval.py use; see \"Add a dataset\" in docs/contributing.md")
+    assert_one_line(
+        code,
+        stderr,
+        "data module Incomplete lacks check_files, dataset_cls, has_validation, normalization, "
+        'splits, which train.py and eval.py use; see "Add a dataset" in docs/contributing.md',
+    )
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
-@pytest.mark.parametrize("datamodule, expected", [
-    (object(), "data._target_ builds object, which is not a LightningDataModule"),
-    (Incomplete(), "data module Incomplete lacks check_files, dataset_cls"),
-])
+@pytest.mark.parametrize(
+    "datamodule, expected",
+    [
+        (object(), "data._target_ builds object, which is not a LightningDataModule"),
+        (Incomplete(), "data module Incomplete lacks check_files, dataset_cls"),
+    ],
+)
 def test_the_contract_names_what_is_missing(datamodule, expected):
     with pytest.raises(ConfigError, match=expected):
         check_data_module(datamodule)

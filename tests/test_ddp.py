@@ -17,8 +17,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from digits_zoo.training.messages import user_message
 from digits_zoo.data.mnist import MNISTDataModule, TensorLoader
+from digits_zoo.training.messages import user_message
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.training.run import train
 from tests.conftest import ROOT, compose_tiny_run
@@ -29,8 +29,10 @@ from tests.test_resume import finish, popen_train, start_train, wait_for
 def loaders(n: int, world_size: int, batch_size: int = 4, **kwargs) -> list[TensorLoader]:
     """Every process's loader of n images (labels = image ids), at epoch 3."""
     ids = torch.arange(n)
-    every = [TensorLoader(ids.float().view(n, 1, 1, 1), ids, batch_size, rank=rank, world_size=world_size, **kwargs)
-             for rank in range(world_size)]
+    every = [
+        TensorLoader(ids.float().view(n, 1, 1, 1), ids, batch_size, rank=rank, world_size=world_size, **kwargs)
+        for rank in range(world_size)
+    ]
     for loader in every:
         if loader.sampler is not None:
             loader.sampler.set_epoch(3)
@@ -84,8 +86,9 @@ def test_the_processes_augment_their_shares_as_one_process_augments_the_whole_ba
     augment = {"degrees": 15, "scale": 0.1, "translate": 0.1}
 
     def first_batch(rank, world_size):
-        loader = TensorLoader(images, torch.arange(40), 8 // world_size, shuffle_seed=1, augment=augment,
-                              rank=rank, world_size=world_size)
+        loader = TensorLoader(
+            images, torch.arange(40), 8 // world_size, shuffle_seed=1, augment=augment, rank=rank, world_size=world_size
+        )
         return next(iter(loader))[0]
 
     halves = torch.stack([first_batch(0, 2), first_batch(1, 2)], dim=1).flatten(0, 1)
@@ -122,15 +125,28 @@ class RecordShares(L.Callback):
     def on_test_end(self, trainer, pl_module):
         folder = Path(trainer.default_root_dir) / "shares"
         folder.mkdir(exist_ok=True)
-        record = {"train": {epoch: torch.cat(rows) for epoch, rows in self.train.items()},
-                  "test": torch.cat(self.test), "weights": self.weights}
+        record = {
+            "train": {epoch: torch.cat(rows) for epoch, rows in self.train.items()},
+            "test": torch.cat(self.test),
+            "weights": self.weights,
+        }
         torch.save(record, folder / f"rank{trainer.global_rank}.pt")
 
 
 def run_ddp(*overrides, cwd):
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-         *overrides], cwd=cwd, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            *overrides,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -138,9 +154,16 @@ def run_ddp(*overrides, cwd):
 def ddp_run(tiny_data, tmp_path_factory):
     """`python train.py trainer=ddp ...` in 2 CPU processes; groups of 5 batches per Lightning step."""
     tmp = tmp_path_factory.mktemp("ddp")
-    result = run_ddp(*DDP_RUN, f"data.data_dir={tiny_data}", "data.download=false", "data.steps_per_execution=5",
-                     "trainer.log_every_n_steps=1", "+callbacks.record._target_=tests.test_ddp.RecordShares",
-                     f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
+    result = run_ddp(
+        *DDP_RUN,
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.steps_per_execution=5",
+        "trainer.log_every_n_steps=1",
+        "+callbacks.record._target_=tests.test_ddp.RecordShares",
+        f"hydra.run.dir={tmp / 'run'}",
+        cwd=tmp,
+    )
     assert result.returncode == 0, result.stderr
     run = tmp / "run"
     return result, run, [torch.load(run / "shares" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -161,8 +184,14 @@ def image_set(rows: torch.Tensor) -> set[bytes]:
 def test_both_processes_work_in_one_run_folder_and_one_writes_it(ddp_run):
     result, run, _ = ddp_run
     assert "Traceback" not in result.stderr and "sync_dist" not in result.stderr
-    assert {"train.log", "train_ddp_process_1.log", "results.json", "config.yaml", "confusion_matrix.png",
-            "mistakes.png"} <= {p.name for p in run.iterdir()}
+    assert {
+        "train.log",
+        "train_ddp_process_1.log",
+        "results.json",
+        "config.yaml",
+        "confusion_matrix.png",
+        "mistakes.png",
+    } <= {p.name for p in run.iterdir()}
     assert sorted(p.name for p in (run / "shares").iterdir()) == ["rank0.pt", "rank1.pt"]
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert len(checkpoints) == 2 and checkpoints[0].startswith("best-epoch") and checkpoints[1] == "last.ckpt"
@@ -204,8 +233,14 @@ def test_test_metrics_equal_a_single_process_evaluation_of_the_checkpoint(ddp_ru
     results = json.loads((run / "results.json").read_text())
     assert 0.5 < results["test/acc"] < 1  # not saturated, so a wrong evaluation would show
     module = DigitClassifier.load_from_checkpoint(results["best_checkpoint"], map_location="cpu")
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     (single,) = trainer.test(module, datamodule=tiny_splits, verbose=False)
     assert results["test/acc"] == single["test/acc"]
     assert results["test/loss"] == pytest.approx(single["test/loss"], rel=1e-6)
@@ -215,20 +250,35 @@ def test_test_metrics_equal_a_single_process_evaluation_of_the_checkpoint(ddp_ru
 
 @pytest.mark.slow  # real DDP runs of two processes
 def test_an_error_every_process_meets_is_one_line(tiny_data, tmp_path):
-    result = run_ddp(f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=5000",
-                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_ddp(
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.val_size=5000",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["error: data.val_size must be in [0, 1200), got 5000"]
 
 
 # --- a worker that dies or stops answering ----------------------------------------------------
 
+
 def start_ddp(tiny_data: Path, run: Path, marks: Path, *overrides: str) -> subprocess.Popen:
     """`python train.py trainer=ddp` in 2 CPU processes on the tiny data, slowed down by
     tests.test_resume.Pace (which marks each group of batches in `marks`); output in files beside `run`."""
-    return start_train(tiny_data, run, "trainer=ddp", "trainer.devices=2", "model=flatten_mlp", "data.batch_size=16",
-                       "trainer.max_epochs=2", "+callbacks.pace._target_=tests.test_resume.Pace",
-                       f"+callbacks.pace.folder={marks}", *overrides)
+    return start_train(
+        tiny_data,
+        run,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "model=flatten_mlp",
+        "data.batch_size=16",
+        "trainer.max_epochs=2",
+        "+callbacks.pace._target_=tests.test_resume.Pace",
+        f"+callbacks.pace.folder={marks}",
+        *overrides,
+    )
 
 
 def worker_pid(process: subprocess.Popen, timeout: float = 120) -> int:
@@ -279,9 +329,11 @@ def test_a_worker_that_stops_answering_ends_the_run_after_the_timeout_with_one_l
         wait_for(marks / "epoch1-group2", lambda: process.poll() is None)
         os.kill(worker, signal.SIGSTOP)
         line = one_error_line(process, run)
-        assert line == (f"error: DDP worker rank 1 (pid {worker}) is stopped (SIGSTOP or Ctrl+Z) and did not answer "
-                        "within 10 s (trainer.strategy.timeout_s) during training, in epoch 2 of 2, so the run ended "
-                        f"with all its workers; {resume_command(run)}")
+        assert line == (
+            f"error: DDP worker rank 1 (pid {worker}) is stopped (SIGSTOP or Ctrl+Z) and did not answer "
+            "within 10 s (trainer.strategy.timeout_s) during training, in epoch 2 of 2, so the run ended "
+            f"with all its workers; {resume_command(run)}"
+        )
         assert not is_running(worker, run)  # ended by the first process, not left stopped
     finally:
         if is_running(worker, run):
@@ -300,8 +352,10 @@ def test_a_worker_killed_mid_training_ends_the_run_with_one_line_and_the_run_res
         line = one_error_line(process, run)
     finally:
         process.kill()
-    assert line == (f"error: DDP worker rank 1 (pid {worker}) was killed by SIGKILL during training, in epoch 2 of 2, "
-                    f"so the run ended with all its workers; {resume_command(run)}")
+    assert line == (
+        f"error: DDP worker rank 1 (pid {worker}) was killed by SIGKILL during training, in epoch 2 of 2, "
+        f"so the run ended with all its workers; {resume_command(run)}"
+    )
     resumed = popen_train(tmp_path, "resumed", f"resume={run}")
     stderr = finish(resumed, tmp_path, "resumed")
     assert resumed.returncode == 0 and "Traceback" not in stderr, stderr
@@ -320,9 +374,11 @@ def test_a_worker_that_dies_before_it_connects_ends_the_run_with_one_line(tiny_d
         line = one_error_line(process, run)
     finally:
         process.kill()
-    assert line == (f"error: DDP worker rank 1 (pid {worker}) was killed by SIGKILL while the workers were starting, "
-                    "so the run ended with all its workers; no epoch had finished, so there is no checkpoint to "
-                    "resume from: start the run again")
+    assert line == (
+        f"error: DDP worker rank 1 (pid {worker}) was killed by SIGKILL while the workers were starting, "
+        "so the run ended with all its workers; no epoch had finished, so there is no checkpoint to "
+        "resume from: start the run again"
+    )
 
 
 def test_the_timeout_is_checked():

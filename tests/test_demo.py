@@ -27,17 +27,26 @@ from PIL import Image, ImageDraw
 
 pytest.importorskip("fastapi", reason="the demo extra is not installed: pip install -e '.[demo]'")
 pytest.importorskip("httpx2", reason="FastAPI's TestClient needs httpx2: pip install -e '.[dev]'")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from digits_zoo import demo  # noqa: E402
-from digits_zoo.demo import (MAX_BODY, MAX_READINGS, Choice, checkpoint_models, create_app, listen, main,  # noqa: E402
-                             read_drawing, server, shipped_models)
-from digits_zoo.predict import load_trained  # noqa: E402
-from digits_zoo.predict import main as predict_main  # noqa: E402
-from digits_zoo.models.pretrained import manifest  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
-from tests.test_evaluate import fashion_run  # noqa: E402, F401  (a fixture)
-from tests.test_predict import large_seven, save_checkpoint  # noqa: E402
+from digits_zoo import demo
+from digits_zoo.demo import (
+    MAX_BODY,
+    MAX_READINGS,
+    Choice,
+    checkpoint_models,
+    create_app,
+    listen,
+    main,
+    read_drawing,
+    server,
+    shipped_models,
+)
+from digits_zoo.models.pretrained import manifest
+from digits_zoo.predict import load_trained
+from digits_zoo.predict import main as predict_main
+from tests.conftest import ROOT
+from tests.test_predict import large_seven, save_checkpoint
 
 SEVEN = [[(60, 50), (220, 50), (110, 240)]]
 ZERO = [[(140 + 70 * math.sin(2 * math.pi * i / 24), 140 - 95 * math.cos(2 * math.pi * i / 24)) for i in range(25)]]
@@ -100,12 +109,15 @@ def test_a_drawing_is_read_exactly_as_the_predict_command_reads_it(client, check
     expected = json.loads(capsys.readouterr().out)
 
     for file, command in zip(files, expected):
-        response = client.post("/api/predict", params={"model": source}, content=file.read_bytes(),
-                               headers={"content-type": "image/png"})
+        response = client.post(
+            "/api/predict", params={"model": source}, content=file.read_bytes(), headers={"content-type": "image/png"}
+        )
         assert response.status_code == 200, response.text
         reading = response.json()
         assert reading["digit"] == command["digit"] and reading["activation"] == command["activation"]
-        assert reading["class"] == command["class"] and reading["label"] == str(command["digit"])  # a digit reads as itself
+        assert reading["class"] == command["class"] and reading["label"] == str(
+            command["digit"]
+        )  # a digit reads as itself
         assert len(reading["probabilities"]) == 10
         assert max(reading["probabilities"]) == pytest.approx(command["probability"], abs=1e-4)
         for top in command["top3"]:
@@ -154,9 +166,17 @@ BAD_REQUESTS = {
     "empty body": (dict(content=b""), 400, "empty image"),
     "blank canvas": (dict(content=canvas_png()), 400, "no digit found"),
     "truncated PNG": (dict(content=SEVEN_PNG[: len(SEVEN_PNG) // 2]), 400, "truncated or corrupt"),
-    "too many pixels": (dict(content=_blank_png(2049, 2048)), 400, "too large: 2049x2048 pixels, at most 4,194,304 are read"),
+    "too many pixels": (
+        dict(content=_blank_png(2049, 2048)),
+        400,
+        "too large: 2049x2048 pixels, at most 4,194,304 are read",
+    ),
     "far too many pixels": (dict(content=_blank_png(5000, 4000)), 400, "too large: 5000x4000 pixels"),
-    "unknown model": (dict(content=SEVEN_PNG, params={"model": "resnet"}), 404, "unknown model 'resnet'; choose one of: "),
+    "unknown model": (
+        dict(content=SEVEN_PNG, params={"model": "resnet"}),
+        404,
+        "unknown model 'resnet'; choose one of: ",
+    ),
     "body over the limit": (dict(content=b"\0" * (MAX_BODY + 1)), 413, "request body over"),
     "streamed body over the limit": (dict(content=_chunks(MAX_BODY)), 413, "request body over"),
     "bad length header": (dict(content=b"x", headers={"content-length": "abc"}), 400, "bad Content-Length"),
@@ -213,8 +233,10 @@ def post(port: int, body: bytes) -> int:
 def test_a_body_shorter_than_declared_is_answered_408_within_the_bound(lenet5):
     with serving(create_app(lenet5, "lenet5", body_seconds=0.5)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as client:  # (before: no answer, ever)
-            client.sendall(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
-                           b"Content-Length: 1000\r\n\r\n" + SEVEN_PNG[:10])
+            client.sendall(
+                b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 1000\r\n\r\n" + SEVEN_PNG[:10]
+            )
             answer = client.makefile("rb")
             status, *headers = iter(answer.readline, b"\r\n")
             length = next(int(line.split(b":")[1]) for line in headers if line.lower().startswith(b"content-length:"))
@@ -250,8 +272,13 @@ def test_at_most_max_readings_pictures_are_read_at_once_and_the_others_wait(lene
 
 @pytest.mark.slow  # the real demo command
 def test_a_bad_checkpoint_is_one_line_and_exit_code_1(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "digits_zoo.demo", "--checkpoint", str(tmp_path / "missing.ckpt")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "digits_zoo.demo", "--checkpoint", str(tmp_path / "missing.ckpt")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip() == f"error: {tmp_path / 'missing.ckpt'}: no such checkpoint file or run folder"
 
@@ -274,18 +301,31 @@ def test_an_unknown_start_model_or_a_taken_port_is_one_line(capsys):
         port = taken.getsockname()[1]
         assert main(["--port", str(port)]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another with --port (or --host)"
+    assert (
+        line
+        == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another with --port (or --host)"
+    )
 
 
 @pytest.mark.slow  # the real demo command
-@pytest.mark.parametrize("signum, line", [(signal.SIGINT, "stopped: SIGINT (Ctrl+C); the demo is closed"),
-                                          (signal.SIGTERM, "stopped: SIGTERM; the demo is closed")],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum, line",
+    [
+        (signal.SIGINT, "stopped: SIGINT (Ctrl+C); the demo is closed"),
+        (signal.SIGTERM, "stopped: SIGTERM; the demo is closed"),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_ctrl_c_or_sigterm_closes_the_demo_with_one_line(signum, line):
     # Ctrl+C as in a terminal: SIGINT raises KeyboardInterrupt (pytest may run with SIGINT ignored)
-    process = subprocess.Popen([sys.executable, "-m", "digits_zoo.demo", "--port", "0", "--model", "lenet5"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digits_zoo.demo", "--port", "0", "--model", "lenet5"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         address = re.search(r"http://\S+/", process.stdout.readline())[0]
         with urllib.request.urlopen(address + "api/models", timeout=60) as answer:  # it serves

@@ -8,6 +8,7 @@ DIGITS_ZOO_DEMO_SCREENSHOT=docs/images/demo.png also saves the README's screensh
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -23,8 +24,16 @@ pytestmark = pytest.mark.slow  # the real demo command, driven in Chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, offline: no sandbox (CI runs as root), no GPU, no calls home.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytest.importorskip("fastapi", reason="the demo extra is not installed: pip install -e '.[demo]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install -e '.[dev]'")
@@ -42,8 +51,13 @@ def demo_url(tmp_path_factory):
     """The URL printed by the real command, serving on a free port with its default host."""
     log = tmp_path_factory.mktemp("demo") / "stderr.txt"
     with log.open("w") as stderr:
-        server = subprocess.Popen([sys.executable, "-m", "digits_zoo.demo", "--port", "0"],
-                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "digits_zoo.demo", "--port", "0"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     deadline = threading.Timer(120, server.kill)  # a server that never says where it listens
     deadline.start()
     line = server.stdout.readline()
@@ -109,8 +123,10 @@ def draw_with_finger(page, strokes) -> None:
     touch = page.context.new_cdp_session(page)
     for stroke in strokes:
         points = on_page(page, stroke)
-        touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]})
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        touch.send(
+            "Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]}
+        )
+        for (x0, y0), (x1, y1) in itertools.pairwise(points):
             for step in range(1, STEPS + 1):
                 x, y = x0 + (x1 - x0) * step / STEPS, y0 + (y1 - y0) * step / STEPS
                 touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
@@ -119,8 +135,10 @@ def draw_with_finger(page, strokes) -> None:
 
 def reading(page) -> str:
     """The digit shown once the page has read the drawing as it is now."""
-    page.wait_for_function("document.querySelector('#reading').dataset.version"
-                           " === document.querySelector('#pad').dataset.version", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#reading').dataset.version === document.querySelector('#pad').dataset.version",
+        timeout=30_000,
+    )
     return page.inner_text("#digit")
 
 
@@ -153,8 +171,11 @@ def test_digits_drawn_with_the_mouse_are_read(open_page, tmp_path):
     assert page.eval_on_selector("#seen", "image => [image.naturalWidth, image.naturalHeight]") == [28, 28]
     page.screenshot(path=tmp_path / "demo.png")
     if os.environ.get("DIGITS_ZOO_DEMO_SCREENSHOT"):  # with the model it shows as the PNG's Title (tests/test_docs.py)
-        save_with_title(page.screenshot(), page.eval_on_selector("#model", "menu => menu.selectedOptions[0].text"),
-                        Path(os.environ["DIGITS_ZOO_DEMO_SCREENSHOT"]))
+        save_with_title(
+            page.screenshot(),
+            page.eval_on_selector("#model", "menu => menu.selectedOptions[0].text"),
+            Path(os.environ["DIGITS_ZOO_DEMO_SCREENSHOT"]),
+        )
 
     page.click("#clear")
     assert reading(page) == "\u2013" and max(shown_probabilities(page)) == 0

@@ -38,10 +38,18 @@ SIZES = r"\(it needs (?P<needed>[\d.]+) MB; (?P<free>[\d.]+) MB free\)"
 
 
 def train_process(tiny_data: Path, cwd: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    args = [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu",
-            "+trainer.enable_model_summary=false", f"hydra.run.dir={run}", *overrides]
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    args = [
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.val_size=200",
+        "trainer.accelerator=cpu",
+        "+trainer.enable_model_summary=false",
+        f"hydra.run.dir={run}",
+        *overrides,
+    ]
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def the_line(stderr: str) -> str:
@@ -68,15 +76,20 @@ def small_disk(tmp_path):
 
     def mount(megabytes: int) -> Path:
         if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("the real full-disk tests mount a small tmpfs, which needs root and mount(8); the simulated "
-                        "ones still run")
+            pytest.skip(
+                "the real full-disk tests mount a small tmpfs, which needs root and mount(8); the simulated "
+                "ones still run"
+            )
         folder = tmp_path / "disk"
         folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}), so the real "
-                        "full-disk tests cannot run; the simulated ones still run")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}), so the real "
+                "full-disk tests cannot run; the simulated ones still run"
+            )
         mounted.append(folder)
         return folder
 
@@ -94,10 +107,12 @@ def test_a_disk_that_fills_in_epoch_2_ends_with_one_line_and_the_resume_finishes
     result = train_process(tiny_data, tmp_path, "disk/run", *KERAS)
     assert result.returncode == 1
     line = the_line(result.stderr)
-    match = re.fullmatch(rf"error: cannot write disk/run/checkpoints/(last|best-epoch02)\.ckpt: no space left on the "
-                         rf"device {SIZES}; what was written before is whole, and checkpoints/last.ckpt holds epoch 1 "
-                         r"of 3; free space, then the run goes on from there with: python train.py resume=disk/run",
-                         line)
+    match = re.fullmatch(
+        rf"error: cannot write disk/run/checkpoints/(last|best-epoch02)\.ckpt: no space left on the "
+        rf"device {SIZES}; what was written before is whole, and checkpoints/last.ckpt holds epoch 1 "
+        r"of 3; free space, then the run goes on from there with: python train.py resume=disk/run",
+        line,
+    )
     assert match, line
     run = disk / "run"
     assert float(match["needed"]) == round((run / "checkpoints" / "last.ckpt").stat().st_size / 1e6, 1)
@@ -120,9 +135,12 @@ def test_a_disk_too_small_for_the_first_checkpoint_says_there_is_nothing_to_resu
     result = train_process(tiny_data, tmp_path, "disk/run", *KERAS)
     assert result.returncode == 1
     line = the_line(result.stderr)
-    assert re.fullmatch(rf"error: cannot write disk/run/checkpoints/best-epoch01\.ckpt: no space left on the device "
-                        rf"{SIZES}; what was written before is whole, and no checkpoints/last.ckpt was written, so "
-                        r"there is nothing to resume: free space and start the run again", line), line
+    assert re.fullmatch(
+        rf"error: cannot write disk/run/checkpoints/best-epoch01\.ckpt: no space left on the device "
+        rf"{SIZES}; what was written before is whole, and no checkpoints/last.ckpt was written, so "
+        r"there is nothing to resume: free space and start the run again",
+        line,
+    ), line
     assert leftovers(disk) == [] and not list((disk / "run" / "checkpoints").iterdir())
 
 
@@ -139,8 +157,15 @@ def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
 
     def run(*overrides: str) -> tuple[int, str]:
         monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # restored after the test: train.py sets it
-        args = [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu",
-                "+trainer.enable_model_summary=false", "hydra.run.dir=run", *overrides]
+        args = [
+            f"data.data_dir={tiny_data}",
+            "data.download=false",
+            "data.val_size=200",
+            "trainer.accelerator=cpu",
+            "+trainer.enable_model_summary=false",
+            "hydra.run.dir=run",
+            *overrides,
+        ]
         if overrides and overrides[0].startswith("resume="):
             args = list(overrides)
         monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
@@ -190,18 +215,23 @@ def test_a_save_that_fails_half_way_removes_its_temporary_file_and_says_how_to_g
     assert the_line(stderr) == (
         f"error: cannot write run/checkpoints/last.ckpt: the disk quota is used up (it needs "
         f"{writes.size(failed['needed'])}); what was written before is whole, and checkpoints/last.ckpt holds epoch 1 "
-        "of 2; free space within the quota, then the run goes on from there with: python train.py resume=run")
+        "of 2; free space within the quota, then the run goes on from there with: python train.py resume=run"
+    )
     assert leftovers(tmp_path) == [] and last_epoch(tmp_path / "run") == 1
     assert resume_in_this_process(run_cli, monkeypatch, tmp_path)["epochs"] == 2
 
 
 @pytest.mark.pictures
-@pytest.mark.parametrize("name, error, why, fix", [
-    ("results.json", errno.EROFS, "the file system is read-only", "make it writable"),
-    ("confusion_matrix.png", errno.ENOSPC, "no space left on the device", "free space"),
-])
-def test_results_and_plots_that_cannot_be_written_say_that_resuming_only_tests(run_cli, tmp_path, monkeypatch, name,
-                                                                                error, why, fix):
+@pytest.mark.parametrize(
+    "name, error, why, fix",
+    [
+        ("results.json", errno.EROFS, "the file system is read-only", "make it writable"),
+        ("confusion_matrix.png", errno.ENOSPC, "no space left on the device", "free space"),
+    ],
+)
+def test_results_and_plots_that_cannot_be_written_say_that_resuming_only_tests(
+    run_cli, tmp_path, monkeypatch, name, error, why, fix
+):
     failed = fail_writes(monkeypatch, name, 1, error)
     code, stderr = run_cli(*TINY)
     assert code == 1
@@ -211,7 +241,9 @@ def test_results_and_plots_that_cannot_be_written_say_that_resuming_only_tests(r
     assert re.fullmatch(
         rf"error: cannot write run/{re.escape(name)}: {why}{sizes}; what was written before is whole, and training had "
         rf"finished \(checkpoints/last.ckpt holds epochs 1-2 of 2\); {fix}, then python train.py resume=run runs the "
-        r"test and writes results.json without training again", the_line(stderr)), stderr
+        r"test and writes results.json without training again",
+        the_line(stderr),
+    ), stderr
     assert not (tmp_path / "run" / name).exists() and leftovers(tmp_path) == []
     assert resume_in_this_process(run_cli, monkeypatch, tmp_path)["epochs"] == 2
     assert (tmp_path / "run" / name).is_file()
@@ -235,7 +267,8 @@ def test_lightnings_csv_log_that_cannot_be_written_is_named(run_cli, tmp_path, m
     assert the_line(stderr) == (
         "error: cannot write Lightning's CSV log run/csv/metrics.csv: no space left on the device (0 bytes free in run "
         "now); what was written before is whole, and checkpoints/last.ckpt holds epoch 1 of 2; free space, then the "
-        "run goes on from there with: python train.py resume=run")
+        "run goes on from there with: python train.py resume=run"
+    )
 
     assert resume_in_this_process(run_cli, monkeypatch, tmp_path)["epochs"] == 2
     rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
@@ -245,8 +278,10 @@ def test_lightnings_csv_log_that_cannot_be_written_is_named(run_cli, tmp_path, m
 def test_a_csv_row_cut_short_by_a_full_disk_is_left_out_on_resume(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,step,val/acc,val/loss\r\n0,31,1.0,0.0054\r\n1,63,1.0,0.00\r\n")
-    assert _complete_rows(path) == [{"epoch": "0", "step": "31", "val/acc": "1.0", "val/loss": "0.0054"},
-                                    {"epoch": "1", "step": "63", "val/acc": "1.0", "val/loss": "0.00"}]
+    assert _complete_rows(path) == [
+        {"epoch": "0", "step": "31", "val/acc": "1.0", "val/loss": "0.0054"},
+        {"epoch": "1", "step": "63", "val/acc": "1.0", "val/loss": "0.00"},
+    ]
     for cut in ("1,63,1.0,0.00", "1,63", "1"):  # the last row's line never ended, or its fields are missing
         path.write_text(f"epoch,step,val/acc,val/loss\r\n0,31,1.0,0.0054\r\n{cut}")
         assert [row["epoch"] for row in _complete_rows(path)] == ["0"]

@@ -35,7 +35,9 @@ from tests.conftest import CONFIGS, ROOT, compose_tiny_run
 from tests.idx import write_dataset
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"(?:<!-- (?P<marker>[^>]*?) -->\n)?^```(?P<language>\w*)\n(?P<code>.*?)^```", re.DOTALL | re.MULTILINE)
+FENCE = re.compile(
+    r"(?:<!-- (?P<marker>[^>]*?) -->\n)?^```(?P<language>\w*)\n(?P<code>.*?)^```", re.DOTALL | re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,12 @@ def of_kind(kind: str, real_data: bool) -> list[Block]:
 
 
 def test_every_block_runs_or_says_why_not():
-    unexplained = [str(block) for block in blocks() if block.kind not in ("python", "bash", "transcript", "not run")
-                   or (block.real_data and block.kind != "transcript")]
+    unexplained = [
+        str(block)
+        for block in blocks()
+        if block.kind not in ("python", "bash", "transcript", "not run")
+        or (block.real_data and block.kind != "transcript")
+    ]
     assert unexplained == [], "add <!-- not run: REASON --> above these blocks, or make them runnable"
     assert any(block.kind == "not run" for block in blocks())  # (the marker is recognised)
 
@@ -108,7 +114,9 @@ def run_folder(places: dict, model: str) -> Path:
 
 def substitute(text: str, places: dict) -> str:
     text = RUN_PLACEHOLDER.sub(lambda m: str(run_folder(places, m["model"])), text)
-    return text.replace("path/to/digits_zoo", str(ROOT)).replace("my.ckpt", str(run_folder(places, "lenet5") / "checkpoints" / "last.ckpt"))
+    return text.replace("path/to/digits_zoo", str(ROOT)).replace(
+        "my.ckpt", str(run_folder(places, "lenet5") / "checkpoints" / "last.ckpt")
+    )
 
 
 def checked(code: str) -> str:
@@ -143,12 +151,15 @@ def run_python(block: Block, places: dict, monkeypatch) -> dict:
 def test_python_block_runs_and_states_true_results(block, places, monkeypatch):
     monkeypatch.setenv("DIGITS_ZOO_DATA_DIR", str(places["data"]))
     namespace = run_python(block, places, monkeypatch)
-    for name, source, inference in re.findall(r"^(\w+) = (create_model\(\"\w+\", pretrained=True\))(\.eval\(\))?",
-                                              block.code, re.MULTILINE):
+    for name, source, inference in re.findall(
+        r"^(\w+) = (create_model\(\"\w+\", pretrained=True\))(\.eval\(\))?", block.code, re.MULTILINE
+    ):
         # a shipped model that the snippet uses as it is: its weights and batch-norm statistics are still
         # the shipped ones afterwards (in training mode batch norm learns from what it reads)
         model, shipped = namespace[name], eval(source, namespace).state_dict()
-        changed = [key for key, value in model.state_dict().items() if key in shipped and not torch.equal(value, shipped[key])]
+        changed = [
+            key for key, value in model.state_dict().items() if key in shipped and not torch.equal(value, shipped[key])
+        ]
         assert changed == [], f"{block}: using {name} as shown changed its {', '.join(changed)}"
         assert model.training != bool(inference), f"{block}: {name} is not in the mode the snippet says"
 
@@ -199,8 +210,9 @@ def run_command(command: str, places: dict, data_dir: Path) -> str:
     if words[1].endswith(".py"):
         words[1] = str(ROOT / words[1])
     env = {**os.environ, "DIGITS_ZOO_DATA_DIR": str(data_dir)}
-    result = subprocess.run([sys.executable, *words[1:]], cwd=places["cwd"], env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, *words[1:]], cwd=places["cwd"], env=env, capture_output=True, text=True, timeout=600
+    )
     return result.stdout + result.stderr
 
 
@@ -242,8 +254,13 @@ def test_transcript_on_the_real_data_is_what_the_commands_print(block, places, r
     check_transcript(block, places, real_data_dir)
 
 
-STATED = [(block, command, comment) for block in blocks() if block.kind == "bash" for command, comment in commands(block.code)
-          if re.search(r"\d+\.\d+%", comment)]
+STATED = [
+    (block, command, comment)
+    for block in blocks()
+    if block.kind == "bash"
+    for command, comment in commands(block.code)
+    if re.search(r"\d+\.\d+%", comment)
+]
 
 
 @pytest.mark.real_data

@@ -55,7 +55,9 @@ def test_generated_tables_equal_what_their_sources_make_now():
 @pytest.mark.slow
 def test_a_stale_table_is_found_and_made_anew(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("Before.\n<!-- table: weights -->\n| model | test accuracy |\n| `vgg_bn` | 12.34% |\n<!-- end table -->\nAfter.\n")
+    page.write_text(
+        "Before.\n<!-- table: weights -->\n| model | test accuracy |\n| `vgg_bn` | 12.34% |\n<!-- end table -->\nAfter.\n"
+    )
     result = tables("--check", str(page))
     assert result.returncode == 1 and "table weights differs from its source" in result.stderr
     assert tables(str(page)).returncode == 0 and tables("--check", str(page)).returncode == 0
@@ -68,7 +70,11 @@ def test_an_unknown_table_is_one_line(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("<!-- table: nonsense -->\n<!-- end table -->\n")
     result = tables("--check", str(page))
-    assert result.returncode == 1 and result.stderr == f"error: {page}: unknown table 'nonsense'; known: weights, leaderboard, seeds, config-groups, config-options, demo-load\n"
+    assert (
+        result.returncode == 1
+        and result.stderr
+        == f"error: {page}: unknown table 'nonsense'; known: weights, leaderboard, seeds, config-groups, config-options, demo-load\n"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -79,9 +85,14 @@ def test_every_relative_link_and_image_resolves(page):
 def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
     (tmp_path / "other.md").write_text("# A heading: with `code`\n\n```\n# not a heading\n```\n")
     page = tmp_path / "page.md"
-    page.write_text("[ok](other.md#a-heading-with-code) ![gone](images/gone.png) [bad](other.md#not-a-heading)\n"
-                    "`[not a link](nowhere.md)` [web](https://example.org/x) [here](#title)\n# Title\n")
-    assert broken_links(page) == ["page.md: images/gone.png (no such file)", "page.md: other.md#not-a-heading (no such heading)"]
+    page.write_text(
+        "[ok](other.md#a-heading-with-code) ![gone](images/gone.png) [bad](other.md#not-a-heading)\n"
+        "`[not a link](nowhere.md)` [web](https://example.org/x) [here](#title)\n# Title\n"
+    )
+    assert broken_links(page) == [
+        "page.md: images/gone.png (no such file)",
+        "page.md: other.md#not-a-heading (no such heading)",
+    ]
 
 
 def layout_entries(page: Path) -> set[str]:
@@ -100,7 +111,9 @@ def layout_entries(page: Path) -> set[str]:
 
 
 def test_the_layout_in_the_contributors_page_names_every_module_where_it_is():
-    code = {str(path.relative_to(ROOT)) for pattern in ("*.py", "*.html") for path in (ROOT / "digits_zoo").rglob(pattern)}
+    code = {
+        str(path.relative_to(ROOT)) for pattern in ("*.py", "*.html") for path in (ROOT / "digits_zoo").rglob(pattern)
+    }
     named = layout_entries(ROOT / "docs" / "contributing.md")
     assert sorted(code - named - {p for p in code if p.endswith("__init__.py")}) == []  # each named where it is...
     assert [n for n in sorted(named) if not (ROOT / n).exists()] == []  # ...and nothing that is not there

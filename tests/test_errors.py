@@ -6,7 +6,6 @@ subprocess; the last tests run real processes.
 """
 
 import os
-import runpy
 import subprocess
 import sys
 
@@ -17,24 +16,6 @@ import torchvision
 
 from tests.conftest import ROOT, compose_tiny_run
 from tests.idx import write_dataset
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
-    """Run train.py's __main__ with these overrides (on the tiny data, in a fresh run folder);
-    returns (exit code, stderr)."""
-
-    def run(*overrides: str) -> tuple[int, str]:
-        monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # restored after the test: train.py sets it
-        args = [f"data.data_dir={tiny_data}", "data.val_size=200", "trainer.max_epochs=1",
-                f"hydra.run.dir={tmp_path / 'run'}", *overrides]
-        monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-        return exit_info.value.code, capsys.readouterr().err
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -55,46 +36,62 @@ def assert_one_line(code: int, stderr: str, *expected: str) -> None:
         assert text in lines[0]
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["model=flaten_mlp"], ["unknown model=flaten_mlp; did you mean flatten_mlp?", "vgg_bn"]),
-    (["model.name=flaten_mlp"], ["unknown model 'flaten_mlp'; did you mean 'flatten_mlp'?"]),
-    (["trainer=gpx"], ["unknown trainer=gpx; did you mean gpu?"]),
-    (["trainer.max_epoch=3"], ["unknown config key trainer.max_epoch; did you mean trainer.max_epochs?", "+trainer.max_epoch="]),
-    (["modle=lenet5"], ["unknown config key modle; did you mean model?"]),
-    (["data.batch_size=[1"], ["no viable alternative at input"]),
-    (["data.batch_size=0"], ["data.batch_size must be a whole number of at least 1, got 0"]),
-    (["trainer.max_epochs=0"], ["trainer.max_epochs must be a whole number of at least 1, got 0"]),
-    (["trainer.max_epochs=null"], ["trainer.max_epochs must be a whole number of at least 1, got None"]),
-    (["logger=null"], ["a config group cannot be set to null on the command line", "~logger"]),
-    (["+trainer.limit_test_batches=0"], ["trainer.limit_test_batches=0 would skip the test", "best_val/acc"]),
-    (["optimizer.lr=0"], ["optimizer.lr must be a finite number above 0, got 0"]),
-    (["optimizer.lr=-1e-3"], ["optimizer.lr must be a finite number above 0"]),
-    (["data.val_size=1200"], ["data.val_size must be in [0, 1200), got 1200"]),
-    (["data.dataset=Fashion"], ["unknown data.dataset 'Fashion'; choose one of MNIST, FashionMNIST"]),
-    (["+model.kwargs.num_classes=5"], ["single_dense has 5 classes and MNIST 10; set model.kwargs.num_classes=10"]),
-    (["+trainer.gradient_clip_algorithm=foo"], ["Lightning: `gradient_clip_algorithm` foo is invalid"]),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["model=flaten_mlp"], ["unknown model=flaten_mlp; did you mean flatten_mlp?", "vgg_bn"]),
+        (["model.name=flaten_mlp"], ["unknown model 'flaten_mlp'; did you mean 'flatten_mlp'?"]),
+        (["trainer=gpx"], ["unknown trainer=gpx; did you mean gpu?"]),
+        (
+            ["trainer.max_epoch=3"],
+            ["unknown config key trainer.max_epoch; did you mean trainer.max_epochs?", "+trainer.max_epoch="],
+        ),
+        (["modle=lenet5"], ["unknown config key modle; did you mean model?"]),
+        (["data.batch_size=[1"], ["no viable alternative at input"]),
+        (["data.batch_size=0"], ["data.batch_size must be a whole number of at least 1, got 0"]),
+        (["trainer.max_epochs=0"], ["trainer.max_epochs must be a whole number of at least 1, got 0"]),
+        (["trainer.max_epochs=null"], ["trainer.max_epochs must be a whole number of at least 1, got None"]),
+        (["logger=null"], ["a config group cannot be set to null on the command line", "~logger"]),
+        (["+trainer.limit_test_batches=0"], ["trainer.limit_test_batches=0 would skip the test", "best_val/acc"]),
+        (["optimizer.lr=0"], ["optimizer.lr must be a finite number above 0, got 0"]),
+        (["optimizer.lr=-1e-3"], ["optimizer.lr must be a finite number above 0"]),
+        (["data.val_size=1200"], ["data.val_size must be in [0, 1200), got 1200"]),
+        (["data.dataset=Fashion"], ["unknown data.dataset 'Fashion'; choose one of MNIST, FashionMNIST"]),
+        (["+model.kwargs.num_classes=5"], ["single_dense has 5 classes and MNIST 10; set model.kwargs.num_classes=10"]),
+        (["+trainer.gradient_clip_algorithm=foo"], ["Lightning: `gradient_clip_algorithm` foo is invalid"]),
+    ],
+)
 def test_configuration_mistakes(run_cli, overrides, expected):
     if overrides[0].startswith("+model"):
         overrides = ["model=single_dense", *overrides]
     assert_one_line(*run_cli(*overrides), *expected)
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["seed=abc"], ["seed must be a whole number from 0 to 4294967295, got 'abc'"]),
-    (["seed=1.5"], ["seed must be a whole number from 0 to 4294967295, got 1.5"]),
-    (["seed=-1"], ["seed must be a whole number from 0 to 4294967295, got -1"]),
-    ([f"seed={2**40}"], [f"seed must be a whole number from 0 to 4294967295, got {2**40}"]),
-    (["optimizer.lr=inf"], ["optimizer.lr must be a finite number above 0, got inf"]),
-    (["optimizer.lr=nan"], ["optimizer.lr must be a finite number above 0, got nan"]),
-    (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay must be a finite number of at least 0, got -0.1"]),
-    (["+trainer.callbacks=[]"], ["trainer.callbacks would be ignored: callbacks come from the callbacks group",
-                                 "+callbacks.NAME._target_=CLASS"]),
-    (["+trainer.logger=false"], ["trainer.logger would be ignored: loggers come from the logger group", "~logger"]),
-    (["+trainer.plugins=[]"], ["trainer.plugins would be ignored"]),
-    (["data.data_dir=/nonexistent/x", "data.download=false"], ["MNIST files not found (download is off)",
-                                                               "/nonexistent/x/MNIST/raw"]),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["seed=abc"], ["seed must be a whole number from 0 to 4294967295, got 'abc'"]),
+        (["seed=1.5"], ["seed must be a whole number from 0 to 4294967295, got 1.5"]),
+        (["seed=-1"], ["seed must be a whole number from 0 to 4294967295, got -1"]),
+        ([f"seed={2**40}"], [f"seed must be a whole number from 0 to 4294967295, got {2**40}"]),
+        (["optimizer.lr=inf"], ["optimizer.lr must be a finite number above 0, got inf"]),
+        (["optimizer.lr=nan"], ["optimizer.lr must be a finite number above 0, got nan"]),
+        (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay must be a finite number of at least 0, got -0.1"]),
+        (
+            ["+trainer.callbacks=[]"],
+            [
+                "trainer.callbacks would be ignored: callbacks come from the callbacks group",
+                "+callbacks.NAME._target_=CLASS",
+            ],
+        ),
+        (["+trainer.logger=false"], ["trainer.logger would be ignored: loggers come from the logger group", "~logger"]),
+        (["+trainer.plugins=[]"], ["trainer.plugins would be ignored"]),
+        (
+            ["data.data_dir=/nonexistent/x", "data.download=false"],
+            ["MNIST files not found (download is off)", "/nonexistent/x/MNIST/raw"],
+        ),
+    ],
+)
 def test_mistakes_found_before_anything_is_written(run_cli, tmp_path, overrides, expected):
     assert_one_line(*run_cli(*overrides), *expected)
     assert not (tmp_path / "run").exists()  # no run folder: no .hydra/, train.log or config.yaml
@@ -106,8 +103,10 @@ def test_a_search_without_the_optuna_sweeper_names_the_extra(run_cli, monkeypatc
 
     Plugins.instance()  # (registers the installed sweeper's config, which is then taken away)
     monkeypatch.delitem(ConfigStore.instance().repo["hydra"]["sweeper"], "optuna.yaml")
-    assert_one_line(*run_cli("hparams_search=mlp_optuna"),
-                    'hydra/sweeper=optuna is a Hydra plugin that is not installed; pip install -e ".[hparams]"')
+    assert_one_line(
+        *run_cli("hparams_search=mlp_optuna"),
+        'hydra/sweeper=optuna is a Hydra plugin that is not installed; pip install -e ".[hparams]"',
+    )
 
 
 def test_missing_data_folder_while_offline(run_cli, tmp_path, monkeypatch):
@@ -118,10 +117,14 @@ def test_missing_data_folder_while_offline(run_cli, tmp_path, monkeypatch):
     assert not (tmp_path / "new").exists()  # the folders made for the download are gone with it
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda b: b[: len(b) // 2], "truncated or corrupt"),
-    (lambda b: b"\x00\x00\x07\x09" + b[4:], "truncated or corrupt"),
-], ids=["truncated", "wrong magic"])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda b: b[: len(b) // 2], "truncated or corrupt"),
+        (lambda b: b"\x00\x00\x07\x09" + b[4:], "truncated or corrupt"),
+    ],
+    ids=["truncated", "wrong magic"],
+)
 def test_damaged_data_file(run_cli, tmp_path, damage, expected):
     root = write_dataset(tmp_path / "data", n_train=300, n_test=100)
     path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -157,8 +160,14 @@ def test_checkpoint_for_another_number_of_classes(run_cli, checkpoint, tmp_path,
     assert_one_line(code, stderr, "classify 5 classes, single_dense here 10; add model.reset_head=true")
     from digits_zoo.training.run import train  # ... and what the message suggests works
 
-    cfg = compose_tiny_run(tiny_data, tmp_path / "fresh_head", "model=single_dense", f"model.pretrained={five_classes}",
-                           "model.reset_head=true", "trainer.max_epochs=1")
+    cfg = compose_tiny_run(
+        tiny_data,
+        tmp_path / "fresh_head",
+        "model=single_dense",
+        f"model.pretrained={five_classes}",
+        "model.reset_head=true",
+        "trainer.max_epochs=1",
+    )
     assert train(cfg)["metrics"]["test/acc"] > 0.5
 
 
@@ -179,8 +188,9 @@ def test_a_finished_run_is_never_overwritten(run_cli, checkpoint):
 
 
 def _train_process(*args, env=None):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 @pytest.mark.slow  # a real train.py process
@@ -204,9 +214,11 @@ def test_trainer_gpu_without_a_gpu(run_cli):
 
 
 def test_a_setting_lightning_refuses_with_a_value_error_is_one_line(run_cli):
-    assert_one_line(*run_cli("+trainer.val_check_interval=100000"),
-                    "error: Lightning: `val_check_interval` (100000) must be less than or equal to the number of the "
-                    "training batches (32).")
+    assert_one_line(
+        *run_cli("+trainer.val_check_interval=100000"),
+        "error: Lightning: `val_check_interval` (100000) must be less than or equal to the number of the "
+        "training batches (32).",
+    )
 
 
 def test_a_value_error_from_our_own_code_keeps_its_stack_trace():
@@ -221,9 +233,20 @@ def test_a_value_error_from_our_own_code_keeps_its_stack_trace():
 @pytest.mark.slow  # a real train.py process
 def test_the_error_line_starts_a_line_of_its_own_after_a_progress_bar(tiny_data, tmp_path):
     # (as in a log: python train.py ... > log 2>&1); the sanity check's bar has drawn before the error
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"data.data_dir={tiny_data}", "data.val_size=200",
-                             "+trainer.val_check_interval=100000", f"hydra.run.dir={tmp_path / 'run'}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"data.data_dir={tiny_data}",
+            "data.val_size=200",
+            "+trainer.val_check_interval=100000",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and "Sanity Checking" in result.stdout
     assert "\nerror: Lightning: `val_check_interval`" in result.stdout
 
@@ -240,24 +263,50 @@ class OutOfMemory(L.Callback):
             return
         if self.where == "cpu":
             torch.empty(2**50, dtype=torch.uint8)  # a petabyte
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
-                                     "79.25 GiB of which 3.12 GiB is free. Including non-PyTorch memory, ...")
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
+            "79.25 GiB of which 3.12 GiB is free. Including non-PyTorch memory, ..."
+        )
 
 
 @pytest.mark.slow  # a real train.py process
-@pytest.mark.parametrize("where, epoch, expected", [
-    ("gpu", 0, "error: out of GPU memory (it asked for 20.00 GiB more); a smaller data.batch_size or "
-               "data.eval_batch_size needs less, and no checkpoints/last.ckpt was written, so there is nothing to "
-               "resume: start the run again"),
-    ("cpu", 1, "error: out of CPU memory (it asked for 1.1 PB more); checkpoints/last.ckpt holds epoch 1 of 2; "
-               "free memory, then the run goes on from there with: python train.py resume=run; or start a new run "
-               "with a smaller data.batch_size or data.eval_batch_size"),
-])
+@pytest.mark.parametrize(
+    "where, epoch, expected",
+    [
+        (
+            "gpu",
+            0,
+            "error: out of GPU memory (it asked for 20.00 GiB more); a smaller data.batch_size or "
+            "data.eval_batch_size needs less, and no checkpoints/last.ckpt was written, so there is nothing to "
+            "resume: start the run again",
+        ),
+        (
+            "cpu",
+            1,
+            "error: out of CPU memory (it asked for 1.1 PB more); checkpoints/last.ckpt holds epoch 1 of 2; "
+            "free memory, then the run goes on from there with: python train.py resume=run; or start a new run "
+            "with a smaller data.batch_size or data.eval_batch_size",
+        ),
+    ],
+)
 def test_out_of_memory_says_what_ran_out_and_how_to_go_on(tiny_data, tmp_path, where, epoch, expected):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"data.data_dir={tiny_data}", "data.val_size=200", "trainer.max_epochs=2",
-         "trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "hydra.run.dir=run",
-         "+callbacks.oom._target_=tests.test_errors.OutOfMemory",
-         f"+callbacks.oom.where={where}", f"+callbacks.oom.epoch={epoch}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"data.data_dir={tiny_data}",
+            "data.val_size=200",
+            "trainer.max_epochs=2",
+            "trainer.accelerator=cpu",
+            "trainer.log_every_n_steps=1",
+            "hydra.run.dir=run",
+            "+callbacks.oom._target_=tests.test_errors.OutOfMemory",
+            f"+callbacks.oom.where={where}",
+            f"+callbacks.oom.epoch={epoch}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and result.stderr.strip() == expected, result.stderr

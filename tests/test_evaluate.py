@@ -11,69 +11,97 @@ from omegaconf import OmegaConf
 
 from digits_zoo.evaluate import TAKES, evaluate
 from digits_zoo.models.pretrained import manifest
-from tests.conftest import CONFIGS, ROOT, compose_tiny_run
-from tests.idx import write_dataset
-
-
-@pytest.fixture(scope="session")
-def fashion_run(tmp_path_factory) -> tuple:
-    """(run folder, data root): a short run on a tiny FashionMNIST (250 test images) in a data root
-    that also holds a tiny MNIST (300), so that which test set was read shows in the count."""
-    from digits_zoo.training.run import train
-
-    data = write_dataset(write_dataset(tmp_path_factory.mktemp("both")), n_test=250, name="FashionMNIST")
-    run = tmp_path_factory.mktemp("fashion") / "run"
-    train(compose_tiny_run(data, run, "data=fashion_mnist", "trainer.max_epochs=1"))
-    return run, data
+from tests.conftest import CONFIGS, ROOT
 
 
 def eval_cfg(source, data_dir, output_dir, *overrides):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("eval", overrides=[f"model_source={source}", f"data.data_dir={data_dir}", "data.download=false",
-                                          "trainer.accelerator=cpu", f"paths.output_dir={output_dir}", *overrides])
+        return compose(
+            "eval",
+            overrides=[
+                f"model_source={source}",
+                f"data.data_dir={data_dir}",
+                "data.download=false",
+                "trainer.accelerator=cpu",
+                f"paths.output_dir={output_dir}",
+                *overrides,
+            ],
+        )
 
 
 @pytest.mark.slow  # a real eval.py process
 def test_eval_py_tests_a_run_folder_as_its_training_did(standardized_run, tiny_data, tmp_path):
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "eval.py", f"model_source={standardized_run}", f"data.data_dir={tiny_data}",
-                             "data.download=false", f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"model_source={standardized_run}",
+            f"data.data_dir={tiny_data}",
+            "data.download=false",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     trained, evaluated = (json.loads((folder / "results.json").read_text()) for folder in (standardized_run, out))
     # the same best checkpoint on the same test images, standardised with the mean and std of training
     assert (evaluated["test/acc"], evaluated["test/loss"]) == (trained["test/acc"], trained["test/loss"])
-    assert evaluated["model"] == "flatten_mlp" and evaluated["test_images"] == 300 and len(evaluated["normalization"]) == 2
+    assert (
+        evaluated["model"] == "flatten_mlp" and evaluated["test_images"] == 300 and len(evaluated["normalization"]) == 2
+    )
     for name in ("confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy", "mistakes"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert "| flatten_mlp |" in result.stdout + result.stderr
 
 
-def test_without_the_recorded_normalization_the_same_weights_score_otherwise(standardized_run, tiny_data, tmp_path, monkeypatch):
+def test_without_the_recorded_normalization_the_same_weights_score_otherwise(
+    standardized_run, tiny_data, tmp_path, monkeypatch
+):
     recorded = evaluate(eval_cfg(standardized_run, tiny_data, tmp_path / "a"))["metrics"]
     import digits_zoo.evaluate as evaluate_module
 
     real = evaluate_module.load_trained
-    monkeypatch.setattr(evaluate_module, "load_trained", lambda source: real(source).__class__(
-        **{**real(source).__dict__, "normalization": None}))
+    monkeypatch.setattr(
+        evaluate_module,
+        "load_trained",
+        lambda source: real(source).__class__(**{**real(source).__dict__, "normalization": None}),
+    )
     ignored = evaluate(eval_cfg(standardized_run, tiny_data, tmp_path / "b"))["metrics"]
     assert recorded["test/loss"] != ignored["test/loss"]  # so the first test would see a missing normalization
 
 
 @pytest.mark.slow  # a real eval.py process
-@pytest.mark.parametrize("source, expected", [
-    ("no/such/run", "error: no/such/run: no such checkpoint file or run folder"),
-    ("vgg_bnn", "error: vgg_bnn: no such checkpoint file or run folder"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("no/such/run", "error: no/such/run: no such checkpoint file or run folder"),
+        ("vgg_bnn", "error: vgg_bnn: no such checkpoint file or run folder"),
+    ],
+)
 def test_a_source_that_is_not_a_model_is_one_line(source, expected, tiny_data, tmp_path):
-    result = subprocess.run([sys.executable, "eval.py", f"model_source={source}", f"data.data_dir={tiny_data}",
-                             f"hydra.run.dir={tmp_path / 'eval'}"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"model_source={source}",
+            f"data.data_dir={tiny_data}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [expected]
 
 
 @pytest.mark.slow  # a real eval.py process
 def test_eval_py_without_a_source_says_what_to_give(tmp_path):
-    result = subprocess.run([sys.executable, "eval.py", f"hydra.run.dir={tmp_path / 'eval'}"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "eval.py", f"hydra.run.dir={tmp_path / 'eval'}"], cwd=ROOT, capture_output=True, text=True
+    )
     (line,) = result.stderr.strip().splitlines()
     assert result.returncode == 1 and line.startswith("error: ") and "model_source" in line
 
@@ -87,20 +115,38 @@ def test_without_data_a_model_is_tested_on_the_dataset_it_was_trained_on(fashion
 
 
 @pytest.mark.slow  # a real eval.py process
-@pytest.mark.parametrize("model, data, trained_on, other", [
-    ("fashion", "data=mnist", "FashionMNIST", "MNIST"),
-    ("single_dense", "data=fashion_mnist", "MNIST", "FashionMNIST"),  # a shipped digits model on clothing
-    ("single_dense", "data.dataset=FashionMNIST", "MNIST", "FashionMNIST"),
-])
-def test_a_data_other_than_the_models_dataset_is_refused_in_one_line(model, data, trained_on, other, fashion_run, tmp_path):
+@pytest.mark.parametrize(
+    "model, data, trained_on, other",
+    [
+        ("fashion", "data=mnist", "FashionMNIST", "MNIST"),
+        ("single_dense", "data=fashion_mnist", "MNIST", "FashionMNIST"),  # a shipped digits model on clothing
+        ("single_dense", "data.dataset=FashionMNIST", "MNIST", "FashionMNIST"),
+    ],
+)
+def test_a_data_other_than_the_models_dataset_is_refused_in_one_line(
+    model, data, trained_on, other, fashion_run, tmp_path
+):
     run, root = fashion_run
     source = run if model == "fashion" else model
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "eval.py", f"model_source={source}", data, f"data.data_dir={root}",
-                             "data.download=false", f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"model_source={source}",
+            data,
+            f"data.data_dir={root}",
+            "data.download=false",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         f"error: {source} was trained on {trained_on}, not {other}; drop data= to test it on {trained_on}, "
-        f"or add allow_other_dataset=true to test it on {other} anyway"]
+        f"or add allow_other_dataset=true to test it on {other} anyway"
+    ]
     assert not (out / "results.json").exists()
 
 
@@ -112,20 +158,37 @@ def test_allow_other_dataset_tests_there_and_records_both_datasets(fashion_run, 
 
 
 @pytest.mark.slow  # a real eval.py process
-@pytest.mark.parametrize("override, named", [
-    ("+model=lenet5", "model (the model is model_source's"),
-    ("model=lenet5", None),  # as for train.py: not Hydra's advice to write +model=lenet5, which would be refused
-    ("+experiment=seed_parity", "experiment, loss, optimizer;"),
-    ("+foo=1", "foo;"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("+model=lenet5", "model (the model is model_source's"),
+        ("model=lenet5", None),  # as for train.py: not Hydra's advice to write +model=lenet5, which would be refused
+        ("+experiment=seed_parity", "experiment, loss, optimizer;"),
+        ("+foo=1", "foo;"),
+    ],
+)
 def test_a_key_eval_does_not_use_is_refused_in_one_line(override, named, tiny_data, tmp_path):
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "eval.py", "model_source=single_dense", override, f"data.data_dir={tiny_data}",
-                             "data.download=false", f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            "model_source=single_dense",
+            override,
+            f"data.data_dir={tiny_data}",
+            "data.download=false",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     (line,) = result.stderr.strip().splitlines()
     if named is None:
-        assert result.returncode == 1 and line == ("error: model= is not a config group of this command (eval.py takes "
-                                                   "a model only as model_source=); --help lists the groups it takes")
+        assert result.returncode == 1 and line == (
+            "error: model= is not a config group of this command (eval.py takes "
+            "a model only as model_source=); --help lists the groups it takes"
+        )
         return
     assert result.returncode == 1 and line.startswith(f"error: eval.py does not use {named}")
     assert "it takes model_source, data=, trainer=, logger=, allow_other_dataset, seed" in line

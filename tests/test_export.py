@@ -12,9 +12,8 @@ import torch
 import digits_zoo.export as export_module
 from digits_zoo import create_model, list_models
 from digits_zoo.export import export_onnx, main, parity, write_onnx
-from digits_zoo.predict import load_trained
 from digits_zoo.models.pretrained import manifest
-from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
+from digits_zoo.predict import load_trained
 
 
 def run_onnx(path, images: torch.Tensor) -> np.ndarray:
@@ -75,7 +74,10 @@ def test_a_disagreeing_export_is_refused_and_what_was_there_is_kept(tiny_data, t
     monkeypatch.setattr(export_module, "ATOL", -1.0)  # no difference is small enough
     assert main(["lenet5", "--out", str(out), "--data-dir", str(tiny_data)]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: onnxruntime disagrees with torch on the 300 MNIST test images") and "nothing was written" in line
+    assert (
+        line.startswith("error: onnxruntime disagrees with torch on the 300 MNIST test images")
+        and "nothing was written" in line
+    )
     assert out.read_text() == "an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
 
 
@@ -84,14 +86,19 @@ def test_the_command_says_what_it_wrote_and_checked(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)  # no data here: the check runs on seeded random images
     assert main(["single_dense"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("wrote single_dense.onnx (0.03 MB); onnxruntime against torch on 1,000 random images: largest logit difference")
+    assert out.startswith(
+        "wrote single_dense.onnx (0.03 MB); onnxruntime against torch on 1,000 random images: largest logit difference"
+    )
     assert (tmp_path / "single_dense.onnx").is_file()
 
 
 def test_without_the_export_extra_it_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if it were not installed
     assert main(["lenet5", "--out", str(tmp_path / "x.onnx")]) == 1
-    assert capsys.readouterr().err == 'error: ONNX export needs the export extra (onnxscript is missing): pip install -e ".[export]"\n'
+    assert (
+        capsys.readouterr().err
+        == 'error: ONNX export needs the export extra (onnxscript is missing): pip install -e ".[export]"\n'
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,7 +20,9 @@ def test_hub_passes_model_arguments_and_builds_untrained_models():
     fresh = torch.hub.load(str(ROOT), "vgg_bn", source="local", pretrained=True, num_classes=5)
     assert fresh.num_classes == 5 and fresh.get_classifier().out_features == 5
     untrained = torch.hub.load(str(ROOT), "lenet5", source="local")
-    assert not torch.equal(untrained.state_dict()["head.weight"], create_model("lenet5", pretrained=True).state_dict()["head.weight"])
+    assert not torch.equal(
+        untrained.state_dict()["head.weight"], create_model("lenet5", pretrained=True).state_dict()["head.weight"]
+    )
 
 
 def test_torch_hub_list_shows_every_registered_model_and_nothing_else(monkeypatch):

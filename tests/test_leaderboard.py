@@ -11,9 +11,21 @@ from digits_zoo import leaderboard
 
 def write_run(folder, model, acc, seed, *overrides, seconds=10.0, **fields):
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({
-        "model": model, "params": 100, "epochs": 5, "best_epoch": 5, "train_seconds": seconds, "test/acc": acc,
-        "test/loss": 0.1, "seed": seed, **fields}))
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "params": 100,
+                "epochs": 5,
+                "best_epoch": 5,
+                "train_seconds": seconds,
+                "test/acc": acc,
+                "test/loss": 0.1,
+                "seed": seed,
+                **fields,
+            }
+        )
+    )
     (folder / ".hydra").mkdir()
     lines = [f"model={model}", f"seed={seed}", "data.data_dir=/somewhere", *overrides]
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {line}\n" for line in lines))
@@ -26,7 +38,9 @@ def sweep(tmp_path):
         write_run(tmp_path / f"a{seed}", "a", acc, seed, "trainer.max_epochs=5")
         write_run(tmp_path / f"b{seed}", "b", acc - 0.02, seed, "trainer.max_epochs=5", seconds=20.0)
     for seed, acc in zip((1, 2), (0.90, 0.91)):
-        write_run(tmp_path / f"a_lr{seed}", "a", acc, seed, "trainer.max_epochs=5", "optimizer.lr=0.0016738085788752138")
+        write_run(
+            tmp_path / f"a_lr{seed}", "a", acc, seed, "trainer.max_epochs=5", "optimizer.lr=0.0016738085788752138"
+        )
     write_run(tmp_path / "c1", "c", 0.5, 1, "trainer.max_epochs=5")
     return tmp_path
 
@@ -47,7 +61,7 @@ def test_mean_standard_deviation_and_confidence_interval(sweep):
 
 
 def test_welch_p_value_against_the_formula(sweep):
-    a, b, a_lr, c = leaderboard.groups(leaderboard.collect([sweep]))
+    a, b, _a_lr, c = leaderboard.groups(leaderboard.collect([sweep]))
     # equal variances and sizes: t = 0.02 / sqrt(2 * 0.005**2 / 3) on 4 degrees of freedom; the
     # two-sided p of Student's t is the regularised incomplete beta I(df / (df + t^2); df / 2, 1 / 2)
     t, df = 0.02 / math.sqrt(2 * 0.005**2 / 3), 4
@@ -93,9 +107,19 @@ def test_the_csv_keeps_groups_and_seeds(sweep, tmp_path):
 def write_evaluation(folder, model, acc):
     """A run folder of `python eval.py model_source=...`: tested, not trained."""
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({
-        "model": model, "source": model, "dataset": "MNIST", "test_images": 10000, "test/acc": acc,
-        "test/loss": 0.01, "normalization": None}))
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "source": model,
+                "dataset": "MNIST",
+                "test_images": 10000,
+                "test/acc": acc,
+                "test/loss": 0.01,
+                "normalization": None,
+            }
+        )
+    )
 
 
 def test_evaluations_are_listed_apart_from_the_training_runs(tmp_path, capsys):
@@ -120,9 +144,19 @@ def test_evaluations_are_listed_apart_from_the_training_runs(tmp_path, capsys):
 def test_an_evaluation_on_another_dataset_says_what_the_model_was_trained_on():
     from digits_zoo.training.results import evaluation_markdown
 
-    row = {"model": "lenet5", "source": "run", "dataset": "MNIST", "trained_on": "FashionMNIST", "test_images": 300,
-           "test/acc": 0.1, "test/loss": 2.3}
-    assert evaluation_markdown([row]).splitlines()[-1] == "| lenet5 | run | MNIST (trained on FashionMNIST) | 300 | 10.00% | 2.3000 |"
+    row = {
+        "model": "lenet5",
+        "source": "run",
+        "dataset": "MNIST",
+        "trained_on": "FashionMNIST",
+        "test_images": 300,
+        "test/acc": 0.1,
+        "test/loss": 2.3,
+    }
+    assert (
+        evaluation_markdown([row]).splitlines()[-1]
+        == "| lenet5 | run | MNIST (trained on FashionMNIST) | 300 | 10.00% | 2.3000 |"
+    )
     assert "| MNIST |" in evaluation_markdown([{**row, "trained_on": "MNIST"}])  # its own dataset: said once
 
 
@@ -136,7 +170,11 @@ def test_runs_on_different_datasets_are_never_ranked_together(tmp_path):
     text = leaderboard.report(rows)
     mnist, fashion = text.index("MNIST:\n"), text.index("FashionMNIST:\n")
     assert mnist < text.index("| a |") < fashion < text.index("| b data=fashion_mnist |") < text.index("| a data=")
-    assert [r["dataset"] for r in leaderboard.read(_written(rows, tmp_path))] == ["MNIST", "FashionMNIST", "FashionMNIST"]
+    assert [r["dataset"] for r in leaderboard.read(_written(rows, tmp_path))] == [
+        "MNIST",
+        "FashionMNIST",
+        "FashionMNIST",
+    ]
 
 
 def _written(rows, tmp_path):
@@ -148,14 +186,27 @@ def _written(rows, tmp_path):
 
 def test_search_trials_are_ranked_by_validation_and_say_the_test_was_not_run(tmp_path):
     for n, (val, lr) in enumerate([(0.95, "0.001"), (0.97, "0.003"), (0.97, "0.002"), (0.96, "0.01")]):
-        write_run(tmp_path / f"{n}_mlp", "mlp", None, 42, "hparams_search=mlp_optuna", f"optimizer.lr={lr}",
-                  **{"best_val/acc": val, "test/loss": None})
+        write_run(
+            tmp_path / f"{n}_mlp",
+            "mlp",
+            None,
+            42,
+            "hparams_search=mlp_optuna",
+            f"optimizer.lr={lr}",
+            **{"best_val/acc": val, "test/loss": None},
+        )
     rows = leaderboard.collect([tmp_path])
-    assert [r["group"] for r in rows] == ["mlp optimizer.lr=0.003", "mlp optimizer.lr=0.002", "mlp optimizer.lr=0.01",
-                                          "mlp optimizer.lr=0.001"]  # equals in the order they ran
+    assert [r["group"] for r in rows] == [
+        "mlp optimizer.lr=0.003",
+        "mlp optimizer.lr=0.002",
+        "mlp optimizer.lr=0.01",
+        "mlp optimizer.lr=0.001",
+    ]  # equals in the order they ran
     lines = leaderboard.report(rows).splitlines()
-    assert lines[0] == ("| model | parameters | epochs | best val accuracy | test accuracy | test loss | training seconds "
-                        "| best epoch | seed |")
+    assert lines[0] == (
+        "| model | parameters | epochs | best val accuracy | test accuracy | test loss | training seconds "
+        "| best epoch | seed |"
+    )
     assert lines[2] == "| mlp optimizer.lr=0.003 | 100 | 5 | 97.00% | not run |  | 10.0 | 5 | 42 |"
     back = leaderboard.read(_written(rows, tmp_path))
     assert leaderboard.report(back) == leaderboard.report(rows)
@@ -166,8 +217,9 @@ def test_search_trials_and_tested_runs_are_separate_tables(tmp_path):
     write_run(tmp_path / "tested", "mlp", 0.97, 1, **{"best_val/acc": 0.96})
     text = leaderboard.report(leaderboard.collect([tmp_path]))
     assert text.index("dataset not recorded:\n") < text.index("| mlp | 100 | 5 | 96.00% | 97.00% |")
-    assert text.index("dataset not recorded, trials of a search (not tested: ranked by best validation accuracy):")\
-        < text.index("| mlp optimizer.lr=0.002 | 100 | 5 | 99.00% | not run |")
+    assert text.index(
+        "dataset not recorded, trials of a search (not tested: ranked by best validation accuracy):"
+    ) < text.index("| mlp optimizer.lr=0.002 | 100 | 5 | 99.00% | not run |")
 
 
 def test_the_grouped_table_shows_the_mean_validation_accuracy_where_recorded(tmp_path):

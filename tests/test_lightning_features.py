@@ -119,8 +119,11 @@ def find(trainer: L.Trainer, kind: type):
 def test_grouped_steps_train_step_for_step_like_lightnings_own_loop(make_cfg, tmp_path):
     common = ("trainer.log_every_n_steps=5", "optimizer.scheduler=onecycle", "logger=[csv,tensorboard]")
     grouped = train(make_cfg(*common, "data.steps_per_execution=16", run="grouped"))
-    lightning = train(make_cfg(*common, "data.steps_per_execution=16", *callback("listen", f"{HERE}.PerBatchListener"),
-                               run="lightning"))
+    lightning = train(
+        make_cfg(
+            *common, "data.steps_per_execution=16", *callback("listen", f"{HERE}.PerBatchListener"), run="lightning"
+        )
+    )
     assert grouped["module"].takes_groups and not lightning["module"].takes_groups
     assert grouped["trainer"].global_step == lightning["trainer"].global_step == 2 * STEPS_PER_EPOCH
     for name, value in weights(grouped["module"]).items():
@@ -166,9 +169,18 @@ def test_the_choice_of_loop_is_said_in_one_line(make_cfg, caplog):
 def test_gradient_clipping_bounds_the_gradient_the_optimiser_sees(make_cfg, algorithm, bound):
     sees = callback("sees", f"{HERE}.OptimizerSees")
     free = train(make_cfg(*sees, "trainer.max_epochs=1", run="free"))
-    clipped = train(make_cfg(*sees, "trainer.max_epochs=1", "+trainer.gradient_clip_val=0.01",
-                             f"+trainer.gradient_clip_algorithm={algorithm}"))
-    unclipped, seen = getattr(find(free["trainer"], OptimizerSees), bound), getattr(find(clipped["trainer"], OptimizerSees), bound)
+    clipped = train(
+        make_cfg(
+            *sees,
+            "trainer.max_epochs=1",
+            "+trainer.gradient_clip_val=0.01",
+            f"+trainer.gradient_clip_algorithm={algorithm}",
+        )
+    )
+    unclipped, seen = (
+        getattr(find(free["trainer"], OptimizerSees), bound),
+        getattr(find(clipped["trainer"], OptimizerSees), bound),
+    )
     assert len(seen) == STEPS_PER_EPOCH and max(unclipped) > 0.1  # so the clipping had work to do
     assert max(seen) <= 0.01 * (1 + 1e-5)
 
@@ -185,15 +197,24 @@ def test_accumulating_k_batches_equals_k_times_larger_batches(make_cfg):
 
 def test_early_stopping_on_val_acc_stops_training(make_cfg):
     # no epoch can improve val/acc by 1.0: training stops after the first epoch that does not
-    output = train(make_cfg("callbacks=early_stopping", "callbacks.early_stopping.patience=1",
-                            "callbacks.early_stopping.min_delta=1.0", "trainer.max_epochs=5"))
+    output = train(
+        make_cfg(
+            "callbacks=early_stopping",
+            "callbacks.early_stopping.patience=1",
+            "callbacks.early_stopping.min_delta=1.0",
+            "trainer.max_epochs=5",
+        )
+    )
     assert output["trainer"].current_epoch == output["metrics"]["epochs"] == 2  # of 5
     assert output["module"].takes_groups  # an epoch-level callback keeps the fast loop
 
 
 def test_learning_rate_monitor_logs_the_onecycle_rates_at_the_logged_steps(make_cfg, tmp_path):
-    output = train(make_cfg("callbacks=lr_monitor", "optimizer.scheduler=onecycle", "optimizer.lr=0.003",
-                            "trainer.log_every_n_steps=5"))
+    output = train(
+        make_cfg(
+            "callbacks=lr_monitor", "optimizer.scheduler=onecycle", "optimizer.lr=0.003", "trainer.log_every_n_steps=5"
+        )
+    )
     total = 2 * STEPS_PER_EPOCH
     # the same schedule, stepped independently: the rate in force for each step
     optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.003)
@@ -205,7 +226,9 @@ def test_learning_rate_monitor_logs_the_onecycle_rates_at_the_logged_steps(make_
         onecycle.step()
     logged = rows(tmp_path / "run", "lr-Adam")
     steps = [step for step in range(total) if (step + 1) % 5 == 0]  # every log_every_n_steps, as the losses
-    assert [int(r["step"]) for r in logged] == steps == [int(r["step"]) for r in rows(tmp_path / "run", "train/loss_step")]
+    assert (
+        [int(r["step"]) for r in logged] == steps == [int(r["step"]) for r in rows(tmp_path / "run", "train/loss_step")]
+    )
     assert [float(r["lr-Adam"]) for r in logged] == pytest.approx([rates[s] for s in steps], rel=1e-6)
     # the epoch means sit on the same axis, at the epochs' last steps
     assert [int(r["step"]) for r in rows(tmp_path / "run", "val/acc")] == [31, 63]  # (0-based) last steps
@@ -216,10 +239,14 @@ def test_learning_rate_monitor_logs_the_onecycle_rates_at_the_logged_steps(make_
 def test_stochastic_weight_averaging_tests_the_average_of_its_epochs(make_cfg, model):
     # swa_epoch_start=2 (counted from 1) of 3 epochs: Lightning averages the weights at the start of
     # the 2nd and 3rd epochs (and, with batch-norm, then spends one more epoch on its statistics only)
-    output = train(make_cfg(f"model={model}", "trainer.max_epochs=3",
-                            *callback("swa", "lightning.pytorch.callbacks.StochasticWeightAveraging",
-                                      swa_lrs=0.01, swa_epoch_start=2),
-                            *callback("starts", f"{HERE}.EpochStartWeights")))
+    output = train(
+        make_cfg(
+            f"model={model}",
+            "trainer.max_epochs=3",
+            *callback("swa", "lightning.pytorch.callbacks.StochasticWeightAveraging", swa_lrs=0.01, swa_epoch_start=2),
+            *callback("starts", f"{HERE}.EpochStartWeights"),
+        )
+    )
     seen = find(output["trainer"], EpochStartWeights).seen
     averaged = checkpoint_weights(output["metrics"]["best_checkpoint"])
     assert output["metrics"]["best_checkpoint"].endswith("averaged.ckpt")
@@ -232,8 +259,14 @@ def test_stochastic_weight_averaging_tests_the_average_of_its_epochs(make_cfg, m
 
 
 def test_ema_weight_averaging_matches_an_independent_average(make_cfg, tmp_path):
-    output = train(make_cfg("callbacks=ema", "callbacks.ema.decay=0.5", "trainer.max_epochs=1",
-                            *callback("steps", f"{HERE}.StepWeights")))
+    output = train(
+        make_cfg(
+            "callbacks=ema",
+            "callbacks.ema.decay=0.5",
+            "trainer.max_epochs=1",
+            *callback("steps", f"{HERE}.StepWeights"),
+        )
+    )
     seen = find(output["trainer"], StepWeights).seen
     assert len(seen) == STEPS_PER_EPOCH
     average = {name: value.clone() for name, value in seen[0].items()}  # the first update copies
@@ -261,8 +294,15 @@ def test_lr_find_suggests_a_rate_inside_the_searched_range(make_cfg, tmp_path):
 
 
 def test_lightnings_tuner_finds_a_rate_for_the_module_directly(tiny_data, tmp_path):
-    trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     datamodule = MNISTDataModule(tiny_data, download=False, val_size=200, steps_per_execution=16)
     finder = Tuner(trainer).lr_find(DigitClassifier("flatten_mlp"), datamodule=datamodule, num_training=60)
     # (it may stop a few steps early, where the highest rates make the loss diverge)
@@ -270,18 +310,37 @@ def test_lightnings_tuner_finds_a_rate_for_the_module_directly(tiny_data, tmp_pa
 
 
 def test_checkpoints_every_n_train_steps_land_on_those_steps(make_cfg, tmp_path):
-    train(make_cfg(*callback("every", "lightning.pytorch.callbacks.ModelCheckpoint", every_n_train_steps=10,
-                             save_top_k=-1, dirpath=str(tmp_path / "every"), filename="'step{step}'")))
+    train(
+        make_cfg(
+            *callback(
+                "every",
+                "lightning.pytorch.callbacks.ModelCheckpoint",
+                every_n_train_steps=10,
+                save_top_k=-1,
+                dirpath=str(tmp_path / "every"),
+                filename="'step{step}'",
+            )
+        )
+    )
     saved = sorted(torch.load(p, weights_only=True)["global_step"] for p in (tmp_path / "every").glob("*.ckpt"))
     assert saved == [10, 20, 30, 40, 50, 60]
 
 
 def test_checkpoints_on_a_train_time_interval_fire_within_an_epoch(make_cfg, tmp_path):
-    train(make_cfg("trainer.max_epochs=1",
-                   *callback("timed", "lightning.pytorch.callbacks.ModelCheckpoint", save_top_k=-1,
-                             dirpath=str(tmp_path / "timed"), filename="'step{step}'"),
-                   "+callbacks.timed.train_time_interval._target_=datetime.timedelta",
-                   "+callbacks.timed.train_time_interval.microseconds=1"))
+    train(
+        make_cfg(
+            "trainer.max_epochs=1",
+            *callback(
+                "timed",
+                "lightning.pytorch.callbacks.ModelCheckpoint",
+                save_top_k=-1,
+                dirpath=str(tmp_path / "timed"),
+                filename="'step{step}'",
+            ),
+            "+callbacks.timed.train_time_interval._target_=datetime.timedelta",
+            "+callbacks.timed.train_time_interval.microseconds=1",
+        )
+    )
     saved = sorted(torch.load(p, weights_only=True)["global_step"] for p in (tmp_path / "timed").glob("*.ckpt"))
     assert len(saved) >= STEPS_PER_EPOCH // 2 and saved[0] < STEPS_PER_EPOCH  # saves inside the epoch
 
@@ -343,20 +402,23 @@ def test_deterministic_turns_on_torchs_deterministic_algorithms(make_cfg, restor
 # --- the decision and what it relies on ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, reason", [
-    ({"gradient_clip_val": 0.5}, "trainer.gradient_clip_val=0.5"),
-    ({"accumulate_grad_batches": 2}, "trainer.accumulate_grad_batches=2"),
-    ({"max_steps": 5}, "trainer.max_steps"),
-    ({"limit_train_batches": 1}, "trainer.limit_train_batches"),  # an int: one batch
-    ({"val_check_interval": 0.5}, "trainer.val_check_interval"),
-    ({"max_time": "00:00:10:00"}, "trainer.max_time"),
-    ({"profiler": "simple"}, "trainer.profiler"),
-    ({"callbacks": [ModelCheckpoint(every_n_train_steps=5)]}, "ModelCheckpoint(every_n_train_steps=5)"),
-    ({"callbacks": [ModelCheckpoint(train_time_interval=datetime.timedelta(seconds=5))]}, "train_time_interval"),
-    ({"callbacks": [L.pytorch.callbacks.LearningRateMonitor()]}, "LearningRateMonitor"),
-    ({"callbacks": [L.pytorch.callbacks.StochasticWeightAveraging(swa_lrs=0.1)]}, "StochasticWeightAveraging"),
-    ({"callbacks": [L.pytorch.callbacks.EMAWeightAveraging()]}, "EMAWeightAveraging"),
-])
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        ({"gradient_clip_val": 0.5}, "trainer.gradient_clip_val=0.5"),
+        ({"accumulate_grad_batches": 2}, "trainer.accumulate_grad_batches=2"),
+        ({"max_steps": 5}, "trainer.max_steps"),
+        ({"limit_train_batches": 1}, "trainer.limit_train_batches"),  # an int: one batch
+        ({"val_check_interval": 0.5}, "trainer.val_check_interval"),
+        ({"max_time": "00:00:10:00"}, "trainer.max_time"),
+        ({"profiler": "simple"}, "trainer.profiler"),
+        ({"callbacks": [ModelCheckpoint(every_n_train_steps=5)]}, "ModelCheckpoint(every_n_train_steps=5)"),
+        ({"callbacks": [ModelCheckpoint(train_time_interval=datetime.timedelta(seconds=5))]}, "train_time_interval"),
+        ({"callbacks": [L.pytorch.callbacks.LearningRateMonitor()]}, "LearningRateMonitor"),
+        ({"callbacks": [L.pytorch.callbacks.StochasticWeightAveraging(swa_lrs=0.1)]}, "StochasticWeightAveraging"),
+        ({"callbacks": [L.pytorch.callbacks.EMAWeightAveraging()]}, "EMAWeightAveraging"),
+    ],
+)
 def test_what_needs_lightnings_own_loop_is_recognised(kwargs, reason):
     # also guards the private attributes the decision reads (ModelCheckpoint's step and time settings)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, **kwargs)
@@ -365,7 +427,9 @@ def test_what_needs_lightnings_own_loop_is_recognised(kwargs, reason):
 
 
 def test_the_default_trainer_takes_grouped_steps():
-    trainer = L.Trainer(logger=False, callbacks=[ModelCheckpoint(monitor="val/acc"), L.pytorch.callbacks.EarlyStopping("val/acc")])
+    trainer = L.Trainer(
+        logger=False, callbacks=[ModelCheckpoint(monitor="val/acc"), L.pytorch.callbacks.EarlyStopping("val/acc")]
+    )
     assert lightning_loop_reasons(trainer, DigitClassifier("single_dense"), DigitClassifier) == []
 
 
@@ -374,7 +438,9 @@ def test_lightnings_private_step_hooks_still_count_optimiser_steps(make_cfg):
     loop sets them to start/stop its profiler and count global_step) and advance the epoch loop's
     _batches_that_stepped (the loggers' step). If a Lightning release renames or changes them, this
     fails: update DigitClassifier.training_step before widening the pin."""
-    assert {"_on_before_step", "_on_after_step"} <= set(vars(LightningOptimizer(torch.optim.SGD([torch.zeros(1)], lr=1))))
+    assert {"_on_before_step", "_on_after_step"} <= set(
+        vars(LightningOptimizer(torch.optim.SGD([torch.zeros(1)], lr=1)))
+    )
     output = train(make_cfg("data.steps_per_execution=16"))
     assert output["module"]._direct_steps
     loop = output["trainer"].fit_loop.epoch_loop
@@ -387,8 +453,15 @@ def test_a_grouped_loader_under_lightnings_loop_is_refused(tiny_data, tmp_path):
     module = DigitClassifier("single_dense")
     loader = MNISTDataModule(tiny_data, download=False, val_size=200, steps_per_execution=4)
     loader.setup()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[PerBatchListener()], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[PerBatchListener()],
+        default_root_dir=tmp_path,
+    )
     from digits_zoo.data.mnist import TensorLoader
 
     grouped = TensorLoader(*loader.splits["fit"], 32, shuffle_seed=0, steps_per_execution=4)
@@ -398,8 +471,15 @@ def test_a_grouped_loader_under_lightnings_loop_is_refused(tiny_data, tmp_path):
 
 def test_callback_presets_compose_with_the_default_checkpoints(make_cfg):
     cfg = make_cfg("callbacks=[early_stopping,lr_monitor,ema,model_summary]")
-    assert list(cfg.callbacks) == ["model_checkpoint", "last_checkpoint", "progress_bar", "early_stopping",
-                                   "lr_monitor", "ema", "model_summary"]
+    assert list(cfg.callbacks) == [
+        "model_checkpoint",
+        "last_checkpoint",
+        "progress_bar",
+        "early_stopping",
+        "lr_monitor",
+        "ema",
+        "model_summary",
+    ]
     output = train(make_cfg("callbacks=model_summary", "trainer.max_epochs=1"))
     from lightning.pytorch.callbacks import ModelSummary
 

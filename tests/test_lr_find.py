@@ -52,7 +52,7 @@ def test_the_suggestion_is_where_the_smoothed_loss_falls_fastest_against_log_rat
     for seed in range(5):
         lrs, losses = synthetic_curve(seed)
         suggestion = suggest(lrs, losses)
-        assert 10 ** -3.3 < suggestion < 10 ** -2.7, seed  # 1e-3, within the noise
+        assert 10**-3.3 < suggestion < 10**-2.7, seed  # 1e-3, within the noise
         assert suggestion == float(f"{suggestion:.2g}")  # as printed: two significant digits
 
 
@@ -66,7 +66,7 @@ def test_a_loss_that_falls_steepest_close_to_its_lowest_point_gets_a_tenth_of_th
     assert 8e-3 <= lowest < 2e-2 and suggest(lrs, near) == float(f"{lowest / 10:.2g}") < 2e-3
     far = np.where(lrs < 6e-2, 2.3 - 1.6 / (1 + np.exp(-(np.log10(lrs) + 3) * 4)), 0.7 + 10 * (lrs - 6e-2))
     steepest = suggest(lrs, far)
-    assert 10 ** -3.3 < steepest < 10 ** -2.7 and steepest < lrs[np.argmin(far)] / 10
+    assert 10**-3.3 < steepest < 10**-2.7 and steepest < lrs[np.argmin(far)] / 10
 
 
 def test_the_diverging_end_is_not_the_steepest_fall():

@@ -52,7 +52,7 @@ def test_right_answers_never_show_while_there_are_k_mistakes():
     probabilities[targets == probabilities.argmax(dim=1)] *= 2  # right answers more confident than any mistake
     metric = ConfidentMistakes(k=20)
     for part in range(0, 100, 16):
-        metric.update(images[part:part + 16], targets[part:part + 16], probabilities[part:part + 16])
+        metric.update(images[part : part + 16], targets[part : part + 16], probabilities[part : part + 16])
     score, _, true, pred = metric.compute()
     assert (true != pred).sum() >= 20
     assert len(score) == 20 and (score >= 0).all() and (true != pred).all()
@@ -89,13 +89,14 @@ SHARES = {0: 45, 1: 7}  # uneven, and one process with fewer rows than k
 
 def _process(rank: int, port: int, folder: str) -> None:
     torch.set_num_threads(1)  # as in DataLoader's forked workers: no OpenMP team after a fork
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-                            timeout=timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
+    )
     try:
         images, targets, probabilities = rows(SHARES[rank], seed=10 + rank)
         metric = ConfidentMistakes()
         for part in range(0, len(images), 10):
-            metric.update(images[part:part + 10], targets[part:part + 10], probabilities[part:part + 10])
+            metric.update(images[part : part + 10], targets[part : part + 10], probabilities[part : part + 10])
         torch.save(metric.compute(), f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()

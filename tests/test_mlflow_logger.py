@@ -18,8 +18,7 @@ pytestmark = [
 ]
 
 PER_EPOCH = ("train/loss", "train/acc", "val/loss", "val/acc")
-TEST_FIGURES = ("confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy", "mistakes",
-                "training_curves")
+TEST_FIGURES = ("confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy", "mistakes", "training_curves")
 
 
 @pytest.fixture(scope="module")

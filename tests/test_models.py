@@ -55,8 +55,12 @@ def test_probabilities_follow_the_declared_output_activation(model):
 
 @pytest.mark.parametrize(
     "name, params, activation",
-    [("single_dense", 7_850, "sigmoid"), ("two_layer_mlp", 79_510, "sigmoid"),
-     ("flatten_mlp", 79_510, "sigmoid"), ("softmax_mlp", 79_510, "softmax")],
+    [
+        ("single_dense", 7_850, "sigmoid"),
+        ("two_layer_mlp", 79_510, "sigmoid"),
+        ("flatten_mlp", 79_510, "sigmoid"),
+        ("softmax_mlp", 79_510, "softmax"),
+    ],
 )
 def test_seed_models_match_keras(name, params, activation):
     model = create_model(name)

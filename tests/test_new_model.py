@@ -53,15 +53,25 @@ def test_a_model_in_two_files_trains_and_passes_the_fast_tier(tiny_data, tmp_pat
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}  # (xdist's worker's)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, *args], cwd=checkout, env=env, capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, *args], cwd=checkout, env=env, capture_output=True, text=True, check=False
+        )
 
     # the copy's code, not that of another install of digits_zoo
     where = run("-c", "import json, digits_zoo; print(json.dumps([digits_zoo.__file__, digits_zoo.list_models()]))")
     assert where.returncode == 0, where.stderr
     module, models = json.loads(where.stdout)
     assert Path(module) == checkout / "digits_zoo" / "__init__.py" and name in models and name not in list_models()
-    trained = run("train.py", f"model={name}", f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200",
-                  "trainer.max_epochs=1", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'run'}")
+    trained = run(
+        "train.py",
+        f"model={name}",
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.val_size=200",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert trained.returncode == 0, trained.stderr
     assert json.loads((tmp_path / "run" / "results.json").read_text())["model"] == name
     tests = run("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'fast_tier'}")

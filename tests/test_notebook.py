@@ -29,15 +29,35 @@ def data_root(tmp_path: Path) -> Path:
 def test_the_tour_runs_top_to_bottom_on_a_small_budget(tmp_path):
     out = tmp_path / "tour.ipynb"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "notebooks" / "execute.py"), str(TOUR), "--small", "--out", str(out),
-         "--cwd", str(tmp_path), "--timeout", "600"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "DIGITS_ZOO_DATA_DIR": str(data_root(tmp_path))})
+        [
+            sys.executable,
+            str(ROOT / "notebooks" / "execute.py"),
+            str(TOUR),
+            "--small",
+            "--out",
+            str(out),
+            "--cwd",
+            str(tmp_path),
+            "--timeout",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "DIGITS_ZOO_DATA_DIR": str(data_root(tmp_path))},
+    )
     assert result.returncode == 0, result.stderr  # a failed cell: one line naming its error
     cells = [cell for cell in json.loads(out.read_text())["cells"] if cell["cell_type"] == "code"]
     assert all(cell["execution_count"] for cell in cells)
     assert not [o for cell in cells for o in cell["outputs"] if o["output_type"] == "error"]
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == [  # every run left its folder
-        "flatten_mlp", "keras_cnn", "lenet5", "single_dense", "softmax_mlp", "two_layer_mlp"]
+        "flatten_mlp",
+        "keras_cnn",
+        "lenet5",
+        "single_dense",
+        "softmax_mlp",
+        "two_layer_mlp",
+    ]
 
 
 def test_the_committed_tour_holds_a_full_runs_outputs():

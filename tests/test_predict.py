@@ -20,11 +20,10 @@ import torchvision
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from digits_zoo.data.mnist import MNISTDataModule
-from digits_zoo.training.module import DigitClassifier
-from digits_zoo.predict import load_model, load_trained, main, resolve_checkpoint
 from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.predict import load_model, load_trained, main, resolve_checkpoint
+from digits_zoo.training.module import DigitClassifier
 from tests.conftest import ROOT
-from tests.test_evaluate import fashion_run  # noqa: F401  (a fixture)
 
 STROKES = [(400, 80), (520, 80), (450, 330)]  # a "7", well off the centre of a 640x480 canvas
 
@@ -81,7 +80,9 @@ def test_dark_ink_on_paper_and_light_ink_on_black_give_the_same_digit():
 def test_colour_and_transparent_pictures_give_the_same_digit():
     reference = prepare_image(Image.fromarray(drawing()))
     mask = Image.fromarray(drawing())
-    blue_on_cream = Image.composite(Image.new("RGB", mask.size, (20, 30, 170)), Image.new("RGB", mask.size, (250, 240, 205)), mask)
+    blue_on_cream = Image.composite(
+        Image.new("RGB", mask.size, (20, 30, 170)), Image.new("RGB", mask.size, (250, 240, 205)), mask
+    )
     black_on_clear = Image.new("RGBA", mask.size, (0, 0, 0, 0))
     black_on_clear.putalpha(mask)  # a drawing app's export: black strokes, transparent canvas
     white_on_clear = Image.new("RGBA", mask.size, (255, 255, 255, 0))
@@ -171,13 +172,20 @@ def test_preparing_a_large_picture_takes_bounded_memory(tmp_path):
         before = megabytes("VmRSS:")
         prepare_image(sys.argv[1])
         print(megabytes("VmHWM:") - before)"""
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "large.png")], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "large.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 200  # decoded 64 MB, premultiplied for shrinking 64 MB, then 1 MP floats
 
 
-def test_a_picture_that_would_decode_too_large_is_one_line_and_the_others_are_read(checkpoint, pictures, tmp_path, capsys):
+def test_a_picture_that_would_decode_too_large_is_one_line_and_the_others_are_read(
+    checkpoint, pictures, tmp_path, capsys
+):
     scan = tmp_path / "scan.png"
     Image.new("L", (8000, 6400), 255).save(scan)  # 51 megapixels in 60 kB
     assert main([str(scan), str(pictures["seven.png"]), "--model", str(checkpoint)]) == 1
@@ -188,7 +196,9 @@ def test_a_picture_that_would_decode_too_large_is_one_line_and_the_others_are_re
 
 def test_a_picture_over_pillows_limit_is_refused_without_a_warning(monkeypatch, recwarn):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # (89 MP by default: slow to make in a test)
-    with pytest.raises(ImageError, match=r"too large to decode safely \(Image size \(1600 pixels\) exceeds limit of 1000 "):
+    with pytest.raises(
+        ImageError, match=r"too large to decode safely \(Image size \(1600 pixels\) exceeds limit of 1000 "
+    ):
         prepare_image(encoded(Image.new("L", (40, 40))))
     assert not recwarn.list  # (Pillow's warning would be printed)
 
@@ -205,8 +215,15 @@ def test_tensor_is_the_data_modules_1_over_255_scaling():
 
 def save_checkpoint(path: Path, data_dir: Path, model: str = "flatten_mlp") -> Path:
     """A barely trained model (one optimiser step on the tiny data) saved as Lightning saves it."""
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, accelerator="cpu",
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(DigitClassifier(model=model), datamodule=MNISTDataModule(data_dir, download=False, val_size=0))
     path.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(path)
@@ -236,13 +253,26 @@ def pictures(tmp_path_factory) -> dict[str, Path]:
 def test_broken_files_are_one_line_each_and_the_good_one_is_still_predicted(checkpoint, pictures):
     broken = [pictures[name] for name in ("x.png", "empty.png", "truncated.png")]
     result = subprocess.run(
-        [sys.executable, "-m", "digits_zoo.predict", str(pictures["seven.png"]), *map(str, broken), "--model", str(checkpoint)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "digits_zoo.predict",
+            str(pictures["seven.png"]),
+            *map(str, broken),
+            "--model",
+            str(checkpoint),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 3 and all(any(line.startswith(f"error: {path}: ") for line in errors) for path in broken), result.stderr
+    assert len(errors) == 3 and all(any(line.startswith(f"error: {path}: ") for line in errors) for path in broken), (
+        result.stderr
+    )
     assert "truncated or corrupt" in result.stderr and "empty file" in result.stderr and "not an image" in result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("probabilities: sigmoid")  # says which activation produced them
@@ -256,7 +286,10 @@ def test_json_is_all_of_stdout_with_a_result_or_an_error_per_file(checkpoint, pi
     results = json.loads(out)  # the whole of stdout
     assert [r["file"] for r in results] == files
     for good in results[:2]:
-        assert set(good) == {"file", "digit", "class", "probability", "top3", "activation"} and good["activation"] == "sigmoid"
+        assert (
+            set(good) == {"file", "digit", "class", "probability", "top3", "activation"}
+            and good["activation"] == "sigmoid"
+        )
         assert good["class"] == torchvision.datasets.MNIST.classes[good["digit"]]  # e.g. "7 - seven"
         assert good["digit"] == good["top3"][0]["digit"] and good["probability"] == good["top3"][0]["probability"]
         assert len(good["top3"]) == 3 and len({t["digit"] for t in good["top3"]}) == 3
@@ -278,7 +311,19 @@ def test_probabilities_are_the_models_own_from_one_batch(checkpoint, pictures, c
 
 def test_save_input_writes_the_28x28_the_model_saw(checkpoint, pictures, tmp_path, capsys):
     out = tmp_path / "seen"
-    assert main([str(pictures["seven.png"]), str(pictures["seven.jpg"]), "--model", str(checkpoint), "--save-input", str(out)]) == 0
+    assert (
+        main(
+            [
+                str(pictures["seven.png"]),
+                str(pictures["seven.jpg"]),
+                "--model",
+                str(checkpoint),
+                "--save-input",
+                str(out),
+            ]
+        )
+        == 0
+    )
     # same stem twice: the second is numbered rather than overwriting the first
     saved = {path.name: path for path in out.iterdir()}
     assert set(saved) == {"seven.28x28.png", "seven-2.28x28.png"}
@@ -320,8 +365,9 @@ def test_a_run_trained_on_standardized_pixels_gets_them_standardized(standardize
 def test_without_a_model_the_strongest_shipped_one_reads_and_says_so(pictures, capsys):
     assert main([str(pictures["seven.png"]), "--json"]) == 0
     captured = capsys.readouterr()
-    assert captured.err == ("model: vgg_bn, the strongest shipped model (99.69% on the MNIST test set); "
-                            "choose another with --model\n")
+    assert captured.err == (
+        "model: vgg_bn, the strongest shipped model (99.69% on the MNIST test set); choose another with --model\n"
+    )
     assert json.loads(captured.out)[0]["activation"] == "softmax"
 
 
@@ -330,7 +376,7 @@ def test_a_clothing_model_names_its_classes_not_digits(fashion_run, pictures, ca
     run, _ = fashion_run
     assert load_trained(run).dataset == "FashionMNIST"
     assert main([str(pictures["seven.png"]), "--model", str(run)]) == 0
-    probabilities, line = capsys.readouterr().out.strip().splitlines()
+    _probabilities, line = capsys.readouterr().out.strip().splitlines()
     read, top = line.removeprefix(f"{pictures['seven.png']}: ").split(" (probability ")[0], line.split("top 3: ")[1]
     assert read in classes and all(entry.rsplit(": ", 1)[0] in classes for entry in top.split(", "))
     assert main([str(pictures["seven.png"]), "--model", str(run), "--json"]) == 0
@@ -365,7 +411,7 @@ def as_photo(digit: np.ndarray, variant: int, rng: np.random.Generator) -> Image
         return canvas  # light ink on dark, as MNIST
     if variant == 1:
         return Image.fromarray(np.uint8(255 - ink[..., 0] * 255))  # dark ink on white
-    paper = np.array([245, 238, 210], np.float32) + rng.normal(0, 4, size=ink.shape[:2] + (3,))
+    paper = np.array([245, 238, 210], np.float32) + rng.normal(0, 4, size=(*ink.shape[:2], 3))
     pen = np.array([25, 35, 150] if variant == 2 else [20, 20, 20], np.float32)
     return Image.fromarray(np.uint8(np.clip(paper * (1 - ink) + pen * ink, 0, 255)))
 

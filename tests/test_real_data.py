@@ -18,7 +18,10 @@ def test_counts_and_label_histograms(real_data_dir):
     dm.setup()
     fit_y, val_y, test_y = (dm.splits[s][1] for s in ("fit", "val", "test"))
     assert (len(fit_y), len(val_y), len(test_y)) == (55_000, 5_000, 10_000)
-    assert (torch.bincount(torch.cat([fit_y, val_y])).tolist(), torch.bincount(test_y).tolist()) == (TRAIN_COUNTS, TEST_COUNTS)
+    assert (torch.bincount(torch.cat([fit_y, val_y])).tolist(), torch.bincount(test_y).tolist()) == (
+        TRAIN_COUNTS,
+        TEST_COUNTS,
+    )
 
 
 @pytest.mark.pictures

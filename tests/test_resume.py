@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from digits_zoo import create_model
+from digits_zoo.models.pretrained import WeightsError
+from digits_zoo.predict import load_model
 from digits_zoo.training.checkpoints import AtomicCheckpointIO
 from digits_zoo.training.module import DivergedError
-from digits_zoo.predict import load_model
 from digits_zoo.training.resume import ResumeError, load_resume
-from digits_zoo.training.stops import hydra_override
 from digits_zoo.training.run import train
-from digits_zoo.models.pretrained import WeightsError
+from digits_zoo.training.stops import hydra_override
 from tests.conftest import ROOT
 
 # dropout, batch-norm, augmentation and a one-cycle schedule: every kind of state a resume must restore
@@ -62,8 +62,16 @@ class Overdrive(L.Callback):
 
 def start_train(tiny_data: Path, run: Path, *overrides: str) -> subprocess.Popen:
     """`python train.py` on the tiny data, writing to `run`; its output goes to files beside it."""
-    args = [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu",
-            "trainer.log_every_n_steps=1", "logger=csv", hydra_override("hydra.run.dir", str(run)), *overrides]
+    args = [
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.val_size=200",
+        "trainer.accelerator=cpu",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+        hydra_override("hydra.run.dir", str(run)),
+        *overrides,
+    ]
     return popen_train(run.parent, run.name, *args)
 
 
@@ -96,15 +104,23 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_result(tiny
     # 1,000 training images in batches of 8: 125 batches, 8 groups of 16, a tenth of a second apiece.
     # val/acc is 1.0 from the first epoch on these easy digits; val/loss keeps falling, so the
     # tested checkpoint comes from an epoch trained after the resume
-    overrides = [*EXACTING, "data.batch_size=8", "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=val/loss",
-                 "callbacks.model_checkpoint.mode=min", "+callbacks.pace._target_=tests.test_resume.Pace"]
+    overrides = [
+        *EXACTING,
+        "data.batch_size=8",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.monitor=val/loss",
+        "callbacks.model_checkpoint.mode=min",
+        "+callbacks.pace._target_=tests.test_resume.Pace",
+    ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     process = start_train(tiny_data, straight, *overrides, f"+callbacks.pace.folder={tmp_path / 'marks-straight'}")
     assert process.wait(timeout=300) == 0, (tmp_path / "straight.stderr").read_text()
 
     marks = tmp_path / "marks-killed"
     process = start_train(tiny_data, killed, *overrides, f"+callbacks.pace.folder={marks}")
-    wait_for(marks / "epoch1-group2", lambda: process.poll() is None)  # the third of the second epoch's eight groups is done
+    wait_for(
+        marks / "epoch1-group2", lambda: process.poll() is None
+    )  # the third of the second epoch's eight groups is done
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     checkpoint = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -162,14 +178,17 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path)
         assert saver.exitcode == -signal.SIGKILL
         interrupted += (tmp_path / ".last.ckpt.tmp").exists()  # the kill came in the middle of a save
         checkpoint = AtomicCheckpointIO().load_checkpoint(path)
-        assert checkpoint["n"] >= 1 and torch.equal(checkpoint["weights"], torch.full((2_000_000,), float(checkpoint["n"])))
+        assert checkpoint["n"] >= 1 and torch.equal(
+            checkpoint["weights"], torch.full((2_000_000,), float(checkpoint["n"]))
+        )
     assert interrupted > 0  # the test did kill saves half-way
 
 
 @pytest.mark.slow
 def test_two_runs_with_the_same_seed_are_identical(make_cfg):
-    first, second, other = (train(make_cfg(*EXACTING, *seed, run=name))
-                            for name, seed in (("a", []), ("b", []), ("c", ["seed=7"])))
+    first, second, other = (
+        train(make_cfg(*EXACTING, *seed, run=name)) for name, seed in (("a", []), ("b", []), ("c", ["seed=7"]))
+    )
     assert first["metrics"]["test/acc"] == second["metrics"]["test/acc"]
     assert first["metrics"]["test/loss"] == second["metrics"]["test/loss"]
     states = [output["trainer"].lightning_module.state_dict() for output in (first, second, other)]
@@ -180,7 +199,9 @@ def test_two_runs_with_the_same_seed_are_identical(make_cfg):
 @pytest.mark.slow  # real train.py processes, killed and resumed
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     run = tmp_path / "run"
-    process = start_train(tiny_data, run, "trainer.max_epochs=3", "+callbacks.overdrive._target_=tests.test_resume.Overdrive")
+    process = start_train(
+        tiny_data, run, "trainer.max_epochs=3", "+callbacks.overdrive._target_=tests.test_resume.Overdrive"
+    )
     stderr = finish(process, tmp_path, "run")
     assert process.returncode == 1 and "Traceback" not in stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
@@ -203,7 +224,7 @@ class Poison(L.Callback):
 
 
 def test_weights_that_overflow_are_never_checkpointed(make_cfg, tmp_path):
-    with pytest.raises(DivergedError, match="the weights became NaN or infinite in epoch 1.*no checkpoint"):
+    with pytest.raises(DivergedError, match=r"the weights became NaN or infinite in epoch 1.*no checkpoint"):
         train(make_cfg("trainer.max_epochs=2", "+callbacks.poison._target_=tests.test_resume.Poison"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -213,16 +234,19 @@ def test_resume_explains_what_is_missing(make_cfg, tmp_path, tiny_data):
     with pytest.raises(ResumeError, match="no such folder"):
         train(make_cfg(f"resume={tmp_path / 'nowhere'}"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ResumeError, match="no config.yaml"):
+    with pytest.raises(ResumeError, match=r"no config.yaml"):
         train(make_cfg(f"resume={tmp_path / 'empty'}"))
     (tmp_path / "empty" / "config.yaml").write_text("seed: 1\n")
-    with pytest.raises(ResumeError, match="no checkpoints/last.ckpt"):
+    with pytest.raises(ResumeError, match=r"no checkpoints/last.ckpt"):
         train(make_cfg(f"resume={tmp_path / 'empty'}"))
 
-    for args, message in ((["resume=typo"], "no such folder"), ([f"resume={tmp_path / 'empty'}", "seed=3"],
-                                                                   "drop the other overrides (seed=3)")):
-        result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=120)
+    for args, message in (
+        (["resume=typo"], "no such folder"),
+        ([f"resume={tmp_path / 'empty'}", "seed=3"], "drop the other overrides (seed=3)"),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 1
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("error: resume=") and message in line

@@ -25,8 +25,14 @@ from tests.conftest import CONFIGS, ROOT
 from tests.test_resume import finish, popen_train, wait_for
 
 # one short epoch on the tiny data: 320 training images, 10 batches
-QUICK = ["data.download=false", "data.val_size=200", "data.train_size=320", "trainer.max_epochs=1",
-         "trainer.accelerator=cpu", "+trainer.enable_model_summary=false"]
+QUICK = [
+    "data.download=false",
+    "data.val_size=200",
+    "data.train_size=320",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "+trainer.enable_model_summary=false",
+]
 
 
 def only_line(stderr: str) -> str:
@@ -57,8 +63,9 @@ def test_of_two_runs_started_together_in_one_folder_exactly_one_gets_it(tiny_dat
         common = [f"data.data_dir={tiny_data}", *QUICK, f"hydra.run.dir={run}"]
         first = popen_train(tmp_path, f"lenet{attempt}", *common, "model=lenet5", "seed=1")
         second = popen_train(tmp_path, f"mlp{attempt}", *common, "model=flatten_mlp", "seed=2")
-        errors = {name: finish(process, tmp_path, f"{name}{attempt}") for name, process in
-                  (("lenet", first), ("mlp", second))}
+        errors = {
+            name: finish(process, tmp_path, f"{name}{attempt}") for name, process in (("lenet", first), ("mlp", second))
+        }
         codes = {"lenet": first.returncode, "mlp": second.returncode}
         assert sorted(codes.values()) == [0, 1], errors
         (winner,) = [name for name, code in codes.items() if code == 0]
@@ -71,8 +78,9 @@ def test_of_two_runs_started_together_in_one_folder_exactly_one_gets_it(tiny_dat
 
 @pytest.mark.slow  # real train.py processes at once
 def test_runs_of_one_model_started_together_get_their_own_default_folders(tiny_data, tmp_path):
-    processes = [popen_train(tmp_path, f"seed{seed}", f"data.data_dir={tiny_data}", *QUICK, f"seed={seed}")
-                 for seed in (1, 2, 3)]
+    processes = [
+        popen_train(tmp_path, f"seed{seed}", f"data.data_dir={tiny_data}", *QUICK, f"seed={seed}") for seed in (1, 2, 3)
+    ]
     for seed, process in zip((1, 2, 3), processes):
         finish(process, tmp_path, f"seed{seed}")
         assert process.returncode == 0, (tmp_path / f"seed{seed}.stderr").read_text()
@@ -96,8 +104,9 @@ def test_a_default_name_in_use_or_finished_gets_the_next_free_one(tmp_path, monk
     cfg = train_config()
     default = Path(cfg.hydra.run.dir)  # outputs/flatten_mlp/<date>_<time>, the same on every read
     # another process holds the default folder; a finished run is in the second name
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / default)], stdout=subprocess.PIPE, text=True,
-                              cwd=ROOT)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path / default)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         (second := default.with_name(default.name + "_2")).mkdir(parents=True)
@@ -113,9 +122,17 @@ def test_a_default_name_in_use_or_finished_gets_the_next_free_one(tmp_path, monk
 @pytest.mark.slow  # real train.py processes at once
 def test_a_resume_holds_the_claim_against_the_run_and_a_second_resume(tiny_data, tmp_path):
     run, marks = tmp_path / "run", tmp_path / "marks"
-    paced = [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu",
-             "trainer.max_epochs=3", f"hydra.run.dir={run}", "+callbacks.pace._target_=tests.test_resume.Pace",
-             f"+callbacks.pace.folder={marks}", "+callbacks.pace.seconds=0.05"]
+    paced = [
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.val_size=200",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+        "+callbacks.pace._target_=tests.test_resume.Pace",
+        f"+callbacks.pace.folder={marks}",
+        "+callbacks.pace.seconds=0.05",
+    ]
     original = popen_train(tmp_path, "original", *paced)
     wait_for(marks / "epoch1-group0", lambda: original.poll() is None)
     # while the run goes on, resuming it is refused (the run is held in its second epoch meanwhile:
@@ -179,13 +196,19 @@ def contents(folder: Path) -> dict[str, bytes]:
 def test_a_folder_of_a_users_own_files_is_refused_and_left_as_it_was(tmp_path):
     folder = tmp_path / "mine"
     before = user_folder(folder)
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=fast", "hydra.run.dir=mine"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "debug=fast", "hydra.run.dir=mine"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert only_line(result.stderr) == (
         "error: mine is not empty and is not a train.py run folder (it holds config.yaml, notes); a run writes its "
         "config.yaml, checkpoints and logs there, so choose a new or empty folder with hydra.run.dir=DIR (by default "
-        "each run gets its own dated folder)")
+        "each run gets its own dated folder)"
+    )
     assert contents(folder) == before
 
 
@@ -200,8 +223,11 @@ def guard_config(run_dir: Path, *overrides: str):
     return train_config(f"hydra.run.dir={run_dir}", *overrides)
 
 
-@pytest.mark.parametrize("leftovers", [[], [".run.lock", ".hydra/config.yaml", "train.log", "config.yaml"]],
-                         ids=["empty", "left by a refused start"])
+@pytest.mark.parametrize(
+    "leftovers",
+    [[], [".run.lock", ".hydra/config.yaml", "train.log", "config.yaml"]],
+    ids=["empty", "left by a refused start"],
+)
 def test_an_empty_folder_or_one_left_by_a_refused_start_is_claimed(tmp_path, leftovers):
     run = tmp_path / "run"
     run.mkdir()

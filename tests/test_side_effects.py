@@ -68,8 +68,9 @@ def mistake():
 
 
 @pytest.mark.parametrize("full_error", [None, "0"], ids=["HYDRA_FULL_ERROR unset", "HYDRA_FULL_ERROR set"])
-@pytest.mark.parametrize("work, ends", [(lambda: None, None), (mistake, SystemExit), (bug, RuntimeError)],
-                         ids=["done", "a mistake", "a bug"])
+@pytest.mark.parametrize(
+    "work, ends", [(lambda: None, None), (mistake, SystemExit), (bug, RuntimeError)], ids=["done", "a mistake", "a bug"]
+)
 def test_one_line_errors_puts_back_what_it_changes(work, ends, full_error, monkeypatch, capsys):
     if full_error is None:
         monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
@@ -92,9 +93,17 @@ def test_fit_and_evaluate_leave_the_process_as_it_was_and_hide_harmless_warnings
         register_resolvers()  # (fit registers the configs' resolver, for good: it is only theirs)
         before = state()
         # 2 Lightning steps of 16 batches (data.steps_per_execution), fewer than log_every_n_steps=50
-        run = digits_zoo.fit("single_dense", [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200",
-                                              "trainer.max_epochs=1", "trainer.accelerator=cpu",
-                                              f"hydra.run.dir={tmp_path / 'run'}"])
+        run = digits_zoo.fit(
+            "single_dense",
+            [
+                f"data.data_dir={tiny_data}",
+                "data.download=false",
+                "data.val_size=200",
+                "trainer.max_epochs=1",
+                "trainer.accelerator=cpu",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+        )
         evaluate(eval_cfg(run.run_dir, tiny_data, tmp_path / "eval"))
         after = state()
     assert changes(before, after) == {}

@@ -22,8 +22,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from digits_zoo.cli import one_line_errors
-from digits_zoo.training.stops import RunStopped, sigterm_raises
 from digits_zoo.training.run import train
+from digits_zoo.training.stops import RunStopped, sigterm_raises
 from tests.conftest import ROOT
 from tests.test_resume import start_train, wait_for
 
@@ -50,8 +50,9 @@ class Marks(L.Callback):
         self._mark(f"test-batch{batch_idx}")
 
 
-def stop_at(tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides: str,
-            name: str = "run") -> tuple[Path, int, str]:
+def stop_at(
+    tiny_data: Path, tmp_path: Path, mark: str, signum: int, *overrides: str, name: str = "run"
+) -> tuple[Path, int, str]:
     """Start a run in tmp_path/`name`, send `signum` once `mark` is there; (run folder, exit code, the one
     line on stderr, checked to be the only one and to start with `stopped: `)."""
     run, marks = tmp_path / name, tmp_path / "marks"
@@ -81,21 +82,25 @@ def checkpoint_bytes(run: Path) -> str | None:
 
 def run_command(line: str, cwd: Path) -> subprocess.CompletedProcess:
     """The `python train.py resume=...` at the end of `line`, run as the user would run it in `cwd`."""
-    command = shlex.split(line[line.index("python train.py"):])[:3]
+    command = shlex.split(line[line.index("python train.py") :])[:3]
     assert command[2].startswith("resume="), line
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), command[2]], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), command[2]], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow  # real train.py processes and signals
 def test_sigterm_in_the_middle_of_an_epoch_says_how_to_resume_and_the_resume_finishes(tiny_data, tmp_path):
     run, code, line = stop_at(tiny_data, tmp_path, "epoch1-batch5", signal.SIGTERM, "trainer.max_epochs=3")
     assert code == 143
-    assert line == ("stopped: SIGTERM during training, in epoch 2 of 3; checkpoints/last.ckpt holds epoch 1 of 3, "
-                    "and the run goes on from there with: python train.py resume=run")
+    assert line == (
+        "stopped: SIGTERM during training, in epoch 2 of 3; checkpoints/last.ckpt holds epoch 1 of 3, "
+        "and the run goes on from there with: python train.py resume=run"
+    )
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert checkpoint["epoch"] == 0 and all(value.isfinite().all() for value in checkpoint["state_dict"].values()
-                                            if value.is_floating_point())
+    assert checkpoint["epoch"] == 0 and all(
+        value.isfinite().all() for value in checkpoint["state_dict"].values() if value.is_floating_point()
+    )
 
     resumed = run_command(line, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -104,18 +109,22 @@ def test_sigterm_in_the_middle_of_an_epoch_says_how_to_resume_and_the_resume_fin
 
 @pytest.mark.slow  # real train.py processes and signals
 def test_ctrl_c_says_the_same_with_exit_code_130(tiny_data, tmp_path):
-    run, code, line = stop_at(tiny_data, tmp_path, "epoch1-batch5", signal.SIGINT, "trainer.max_epochs=2")
+    _run, code, line = stop_at(tiny_data, tmp_path, "epoch1-batch5", signal.SIGINT, "trainer.max_epochs=2")
     assert code == 130
-    assert line == ("stopped: SIGINT (Ctrl+C) during training, in epoch 2 of 2; checkpoints/last.ckpt holds epoch 1 "
-                    "of 2, and the run goes on from there with: python train.py resume=run")
+    assert line == (
+        "stopped: SIGINT (Ctrl+C) during training, in epoch 2 of 2; checkpoints/last.ckpt holds epoch 1 "
+        "of 2, and the run goes on from there with: python train.py resume=run"
+    )
 
 
 @pytest.mark.slow  # real train.py processes and signals
 def test_a_signal_before_any_epoch_finished_says_there_is_no_checkpoint(tiny_data, tmp_path):
     run, code, line = stop_at(tiny_data, tmp_path, "epoch0-batch3", signal.SIGTERM, "trainer.max_epochs=2")
     assert code == 143
-    assert line == ("stopped: SIGTERM during training, in epoch 1 of 2; no epoch had finished, so there is no "
-                    "checkpoint to resume from: start the run again")
+    assert line == (
+        "stopped: SIGTERM during training, in epoch 1 of 2; no epoch had finished, so there is no "
+        "checkpoint to resume from: start the run again"
+    )
     assert not (run / "checkpoints" / "last.ckpt").exists()
 
 
@@ -123,8 +132,10 @@ def test_a_signal_before_any_epoch_finished_says_there_is_no_checkpoint(tiny_dat
 def test_a_signal_during_the_test_says_that_resuming_only_tests(tiny_data, tmp_path):
     run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=1")
     assert code == 143
-    assert line == ("stopped: SIGTERM during the test; training had finished (checkpoints/last.ckpt holds epoch 1 of "
-                    "1), and python train.py resume=run runs the test and writes results.json without training again")
+    assert line == (
+        "stopped: SIGTERM during the test; training had finished (checkpoints/last.ckpt holds epoch 1 of "
+        "1), and python train.py resume=run runs the test and writes results.json without training again"
+    )
 
     for mark in (tmp_path / "marks").iterdir():
         mark.unlink()
@@ -137,13 +148,22 @@ def test_a_signal_during_the_test_says_that_resuming_only_tests(tiny_data, tmp_p
 @pytest.mark.slow  # real train.py processes and signals
 def test_a_signal_during_the_test_of_an_early_stopped_run_says_that_resuming_only_tests(tiny_data, tmp_path):
     # the tiny data set is learnt in the first epoch: with patience 1 early stopping ends the run early
-    run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=10",
-                              "callbacks=early_stopping", "callbacks.early_stopping.patience=1")
+    run, code, line = stop_at(
+        tiny_data,
+        tmp_path,
+        "test-batch1",
+        signal.SIGTERM,
+        "trainer.max_epochs=10",
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=1",
+    )
     epochs = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] + 1
     assert code == 143 and epochs < 10
-    assert line == (f"stopped: SIGTERM during the test; training had finished (early stopping ended it after epoch "
-                    f"{epochs}; checkpoints/last.ckpt holds that epoch), and python train.py resume=run runs the test "
-                    "and writes results.json without training again")
+    assert line == (
+        f"stopped: SIGTERM during the test; training had finished (early stopping ended it after epoch "
+        f"{epochs}; checkpoints/last.ckpt holds that epoch), and python train.py resume=run runs the test "
+        "and writes results.json without training again"
+    )
 
     resumed = run_command(line, cwd=tmp_path)  # (Lightning alone would train on from the checkpoint)
     assert resumed.returncode == 0, resumed.stderr
@@ -155,15 +175,16 @@ def test_a_signal_during_the_test_of_an_early_stopped_run_says_that_resuming_onl
 def test_the_resume_command_works_pasted_into_a_shell_whatever_the_folder_is_called(tiny_data, tmp_path):
     name = "sp ace, ü 数=[1]"  # each of these would break a plain resume=... for Hydra or the shell
     run, code, line = stop_at(tiny_data, tmp_path, "test-batch1", signal.SIGTERM, "trainer.max_epochs=1", name=name)
-    command = line[line.index("python train.py"):line.index(" runs the test")]
+    command = line[line.index("python train.py") : line.index(" runs the test")]
     assert code == 143 and command == """python train.py 'resume="sp ace, ü 数=[1]"'"""
 
     pasted = command.replace("python train.py", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'train.py'))}")
     resumed = subprocess.run(["bash", "-c", pasted], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "results.json").read_text())["epochs"] == 1
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["marks", name, f"{name}.stderr",
-                                                                       f"{name}.stdout"])  # no other run folder
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        ["marks", name, f"{name}.stderr", f"{name}.stdout"]
+    )  # no other run folder
 
 
 class CtrlCTwiceWhileSaving(L.Callback):
@@ -183,16 +204,21 @@ def test_ctrl_c_twice_while_the_first_checkpoint_is_saved_says_the_epoch_had_end
     # the best checkpoint is saved after the epoch's validation, last.ckpt after that (or first, without the best)
     ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job's children ignore it)
     try:
-        process = start_train(tiny_data, tmp_path / "run", "trainer.max_epochs=2",
-                              "+callbacks.ctrl_c._target_=tests.test_signals.CtrlCTwiceWhileSaving",
-                              *(["~callbacks.model_checkpoint"] if checkpoint == "last" else []))
+        process = start_train(
+            tiny_data,
+            tmp_path / "run",
+            "trainer.max_epochs=2",
+            "+callbacks.ctrl_c._target_=tests.test_signals.CtrlCTwiceWhileSaving",
+            *(["~callbacks.model_checkpoint"] if checkpoint == "last" else []),
+        )
     finally:
         signal.signal(signal.SIGINT, ignored)
     assert process.wait(timeout=300) == 130
     stderr = (tmp_path / "run.stderr").read_text()
     assert stderr.strip().splitlines() == [
         "stopped: SIGINT (Ctrl+C) during training, at the end of epoch 1 of 2, before its checkpoint was written; "
-        "no checkpoints/last.ckpt was written, so there is nothing to resume: start the run again"], stderr
+        "no checkpoints/last.ckpt was written, so there is nothing to resume: start the run again"
+    ], stderr
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
@@ -213,11 +239,16 @@ class SigtermIn(L.Callback):
 
 
 def test_sigterm_where_lightning_would_not_stop_is_reported_too(make_cfg, tmp_path):
-    for where, expected in (("setup", "SIGTERM during training, in epoch 1 of 2; no epoch had finished"),
-                            ("last test batch", "SIGTERM during the test; training had finished (checkpoints/last.ckpt "
-                                                "holds epochs 1-2 of 2)")):
-        cfg = make_cfg("+callbacks.sigterm._target_=tests.test_signals.SigtermIn", f"+callbacks.sigterm.where={where}",
-                       run=where)
+    for where, expected in (
+        ("setup", "SIGTERM during training, in epoch 1 of 2; no epoch had finished"),
+        (
+            "last test batch",
+            "SIGTERM during the test; training had finished (checkpoints/last.ckpt holds epochs 1-2 of 2)",
+        ),
+    ):
+        cfg = make_cfg(
+            "+callbacks.sigterm._target_=tests.test_signals.SigtermIn", f"+callbacks.sigterm.where={where}", run=where
+        )
         with sigterm_raises(), pytest.raises(RunStopped, match=re.escape(expected)) as stopped:
             train(cfg)
         assert stopped.value.exit_code == 143
@@ -236,8 +267,9 @@ def test_ctrl_c_before_the_run_is_one_line_too(monkeypatch, capsys):
 @pytest.mark.slow  # real train.py processes and signals
 @pytest.mark.parametrize("script, what", [("train.py", "run"), ("eval.py", "evaluation")])
 def test_sigterm_while_python_imports_is_one_line_too(tmp_path, script, what):
-    process = subprocess.Popen([sys.executable, str(ROOT / script)], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
     while "libtorch" not in maps.read_text():  # torch's library is loading: a second or more of imports to go
         assert process.poll() is None and time.monotonic() < deadline

@@ -43,8 +43,13 @@ def small_disk(tmp_path):
     """A 64 MB tmpfs for the run folders (as root), else a plain folder and no disk-full faults."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                                            capture_output=True).returncode == 0:
+    if (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        == 0
+    ):
         yield mount, True
         subprocess.run(["umount", str(mount)], check=True)
     else:
@@ -52,10 +57,20 @@ def small_disk(tmp_path):
 
 
 def paced(tiny_data: Path, run: Path, marks: Path, *extra: str) -> list[str]:
-    return [f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu",
-            f"trainer.max_epochs={EPOCHS}", "trainer.log_every_n_steps=10", "logger=csv", f"hydra.run.dir={run}",
-            "+callbacks.pace._target_=tests.test_resume.Pace", f"+callbacks.pace.folder={marks}",
-            "+callbacks.pace.seconds=0.03", *extra]
+    return [
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        "data.val_size=200",
+        "trainer.accelerator=cpu",
+        f"trainer.max_epochs={EPOCHS}",
+        "trainer.log_every_n_steps=10",
+        "logger=csv",
+        f"hydra.run.dir={run}",
+        "+callbacks.pace._target_=tests.test_resume.Pace",
+        f"+callbacks.pace.folder={marks}",
+        "+callbacks.pace.seconds=0.03",
+        *extra,
+    ]
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -106,8 +121,11 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
             before = user_folder(run)
             process = popen_train(tmp_path, name, *paced(tiny_data, run, marks))
             stderr = finish(process, tmp_path, name)
-            assert process.returncode == 1 and stderr.startswith(f"error: {run} is not empty and is not a train.py run "
-                                                                 "folder") and len(stderr.splitlines()) == 1, stderr
+            assert (
+                process.returncode == 1
+                and stderr.startswith(f"error: {run} is not empty and is not a train.py run folder")
+                and len(stderr.splitlines()) == 1
+            ), stderr
             assert contents(run) == before
             print(f"{run.name}: {fault}: refused, the user's files untouched")
             continue
@@ -117,7 +135,7 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
         epoch, batch = rng.randrange(EPOCHS), rng.randrange(8 if ddp else 32)  # (each DDP process has a share)
         where = f"{fault} in epoch {epoch + 1} after batch {batch + 1}"
         if fault != "none":
-            wait_for(marks / f"epoch{epoch}-group{batch}", lambda: process.poll() is None)
+            wait_for(marks / f"epoch{epoch}-group{batch}", lambda process=process: process.poll() is None)
         filler = None
         if fault == "stopped_ddp_worker":
             os.kill(worker, signal.SIGSTOP)
@@ -134,16 +152,29 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
             (marks / "hold").unlink()
             assert other.returncode == 1 and f"{run} is in use by train.py, pid {process.pid}" in stderr, where
         stderr = finish(process, tmp_path, name)
-        expected = {"none": 0, "sigkill": -signal.SIGKILL, "sigterm": 143, "disk_full": 1, "second_process": 0,
-                    "stopped_ddp_worker": 1}
+        expected = {
+            "none": 0,
+            "sigkill": -signal.SIGKILL,
+            "sigterm": 143,
+            "disk_full": 1,
+            "second_process": 0,
+            "stopped_ddp_worker": 1,
+        }
         assert process.returncode == expected[fault], (where, stderr)
         if ddp:  # the first process waited trainer.strategy.timeout_s, and ended the stopped worker too
-            assert stderr.startswith(f"error: DDP worker rank 1 (pid {worker}) is stopped (SIGSTOP or Ctrl+Z) and did "
-                                     "not answer within 10 s") and len(stderr.splitlines()) == 1, (where, stderr)
+            assert (
+                stderr.startswith(
+                    f"error: DDP worker rank 1 (pid {worker}) is stopped (SIGSTOP or Ctrl+Z) and did "
+                    "not answer within 10 s"
+                )
+                and len(stderr.splitlines()) == 1
+            ), (where, stderr)
             assert not is_running(worker, run), where
         if fault == "disk_full":
-            assert stderr.strip().splitlines()[-1].startswith("error: cannot write ") and "Traceback" not in stderr, \
-                (where, stderr)
+            assert stderr.strip().splitlines()[-1].startswith("error: cannot write ") and "Traceback" not in stderr, (
+                where,
+                stderr,
+            )
             filler.unlink()  # space again: the run can go on
         # resume what stopped, as the user would
         for attempt in range(2):
@@ -167,16 +198,19 @@ def test_random_faults_end_in_complete_runs_or_clearly_incomplete_ones(tiny_data
             print(f"{run.name}: {where}: complete{same}")
         else:  # clearly incomplete: no results, no last checkpoint, and resume= says so
             assert not (run / "checkpoints" / "last.ckpt").exists(), where
-            with pytest.raises(ResumeError, match="no checkpoints/last.ckpt"):
+            with pytest.raises(ResumeError, match=r"no checkpoints/last.ckpt"):
                 load_resume(run, check_overrides=False)
             print(f"{run.name}: {where}: incomplete, nothing to resume")
     assert complete >= RUNS // 2, outcomes
 
     # the leaderboard of them all stands, with a results.json beside them that train.py did not write
     malformed = write_malformed(disk / "copied_by_hand", b"{not json")
-    board = subprocess.run([sys.executable, "-m", "digits_zoo.leaderboard", str(disk)], capture_output=True, text=True,
-                           timeout=120)
+    board = subprocess.run(
+        [sys.executable, "-m", "digits_zoo.leaderboard", str(disk)], capture_output=True, text=True, timeout=120
+    )
     assert board.returncode == 0, board.stderr
-    assert board.stderr.strip().splitlines() == [f"warning: skipped {malformed}: not JSON (Expecting property name "
-                                                 "enclosed in double quotes: line 1 column 2 (char 1))"], board.stderr
+    assert board.stderr.strip().splitlines() == [
+        f"warning: skipped {malformed}: not JSON (Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1))"
+    ], board.stderr
     assert sum(line.startswith("| flatten_mlp ") for line in board.stdout.splitlines()) == complete, board.stdout

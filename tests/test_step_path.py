@@ -8,13 +8,21 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from digits_zoo.training.callbacks import BatchProgressBar, RichBatchProgressBar
 from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.training.callbacks import BatchProgressBar, RichBatchProgressBar
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.training.run import train
 
-HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
-              torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.nonzero}
+HOST_READS = {
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.numpy,
+    torch.Tensor.cpu,
+    torch.Tensor.__bool__,
+    torch.Tensor.__int__,
+    torch.Tensor.__float__,
+    torch.Tensor.nonzero,
+}
 
 
 class HostReads(TorchFunctionMode):
@@ -52,14 +60,25 @@ class Watched(DigitClassifier):
                 torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("accelerator", [
-    "cpu",
-    pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
-])
+@pytest.mark.parametrize(
+    "accelerator",
+    [
+        "cpu",
+        pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
+    ],
+)
 def test_training_steps_get_batches_on_their_device_and_read_nothing_back(tiny_data, tmp_path, accelerator):
     module = Watched(model="flatten_mlp")
-    trainer = L.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, callbacks=[BatchProgressBar()], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[BatchProgressBar()],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=MNISTDataModule(tiny_data, val_size=200, steps_per_execution=4, download=False))
     assert module.devices == {module.device}
     assert module.reads == []
@@ -93,10 +112,19 @@ def test_progress_bars_count_batches_not_lightning_steps(tiny_data, tmp_path, ba
                 seen.append((task.completed, task.total))
 
     bar = bar_class()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, callbacks=[bar, Look()], default_root_dir=tmp_path)
-    trainer.fit(DigitClassifier(model="single_dense"),
-                datamodule=MNISTDataModule(tiny_data, val_size=200, steps_per_execution=5, download=False))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar, Look()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        DigitClassifier(model="single_dense"),
+        datamodule=MNISTDataModule(tiny_data, val_size=200, steps_per_execution=5, download=False),
+    )
     assert seen == [(32, 32), (32, 32)]  # 1,000 images in batches of 32, in 7 Lightning steps
 
 

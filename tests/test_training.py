@@ -48,7 +48,7 @@ def test_epochs_are_counted_from_1_in_checkpoint_names_and_the_progress_bar(run,
 
 
 def test_plots_name_the_classes_of_a_dataset_that_is_not_digits():
-    from torchvision.datasets import FashionMNIST, MNIST
+    from torchvision.datasets import MNIST, FashionMNIST
 
     confusion = torch.eye(10, dtype=torch.long) * 5
     digits = confusion_matrix_figure(confusion, classes=MNIST.classes).axes[0]
@@ -59,8 +59,9 @@ def test_plots_name_the_classes_of_a_dataset_that_is_not_digits():
     assert [t.get_text() for t in clothes.get_yticklabels()] == FashionMNIST.classes
     accuracy = per_class_accuracy_figure(confusion, FashionMNIST.classes).axes[0]
     assert accuracy.get_xlabel() == "true class" and accuracy.get_title() == "Test accuracy per class"
-    mistakes = mistakes_figure(torch.rand(1, 1, 28, 28), torch.tensor([9]), torch.tensor([7]), torch.tensor([0.9]),
-                               FashionMNIST.classes)
+    mistakes = mistakes_figure(
+        torch.rand(1, 1, 28, 28), torch.tensor([9]), torch.tensor([7]), torch.tensor([0.9]), FashionMNIST.classes
+    )
     assert [t.get_text() for t in mistakes.axes[0].texts] == ["Ankle boot → Sneaker, 0.90"]
 
 
@@ -69,7 +70,9 @@ def test_a_run_on_another_dataset_draws_its_class_names(tmp_path, monkeypatch):
     from tests.idx import write_dataset
 
     drawn = {}
-    monkeypatch.setattr("digits_zoo.training.figures.save_run_plots", lambda *args: drawn.setdefault("classes", args[-1]) and {})
+    monkeypatch.setattr(
+        "digits_zoo.training.figures.save_run_plots", lambda *args: drawn.setdefault("classes", args[-1]) and {}
+    )
     data = write_dataset(tmp_path / "data", name="FashionMNIST")
     train(compose_tiny_run(data, tmp_path / "run", "data=fashion_mnist", "trainer.max_epochs=1"))
     assert drawn["classes"][9] == "Ankle boot"
@@ -86,8 +89,9 @@ def test_run_folder_holds_config_checkpoints_and_per_epoch_metrics(run):
     assert len([r for r in rows if r["train/acc"]]) == 2 and len([r for r in rows if r["val/acc"]]) == 2
 
 
-@pytest.mark.parametrize("name", ["confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy",
-                                  "mistakes", "training_curves"])
+@pytest.mark.parametrize(
+    "name", ["confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy", "mistakes", "training_curves"]
+)
 def test_every_plot_is_a_valid_png(run, name):
     _, out = run
     image = imread(out / f"{name}.png")
@@ -109,24 +113,40 @@ def test_tensorboard_gets_the_confusion_matrices(run):
 
     _, out = run
     events = EventAccumulator(str(out / "tensorboard")).Reload()
-    assert {"val/confusion_matrix", "test/confusion_matrix", "test/confusion_matrix_normalized",
-            "test/per_class_accuracy", "test/mistakes", "test/training_curves"} <= set(events.Tags()["images"])
+    assert {
+        "val/confusion_matrix",
+        "test/confusion_matrix",
+        "test/confusion_matrix_normalized",
+        "test/per_class_accuracy",
+        "test/mistakes",
+        "test/training_curves",
+    } <= set(events.Tags()["images"])
 
 
 @pytest.mark.pictures
 def test_the_module_only_measures_and_the_run_figures_callback_draws(run, tmp_path):
     output, _ = run
     module, dm = output["module"], output["datamodule"]
-    settings = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                "enable_model_summary": False}
+    settings = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     L.Trainer(default_root_dir=tmp_path / "plain", **settings).test(module, datamodule=dm, verbose=False)
     assert module.confusion["test"].sum() == 300 and len(module.mistakes[1]) == 20
     assert not (tmp_path / "plain").exists()  # a plain Trainer's test draws nothing
     drawing = L.Trainer(default_root_dir=tmp_path / "drawn", callbacks=[RunFigures()], **settings)
     drawing.test(module, datamodule=dm, verbose=False)
     assert {p.name for p in (tmp_path / "drawn").iterdir()} == {
-        "confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_accuracy.png",
-        "mistakes.png", "training_curves.png"}
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "per_class_accuracy.png",
+        "mistakes.png",
+        "training_curves.png",
+    }
 
 
 def test_checkpoint_loads_without_the_config(run):
@@ -182,8 +202,13 @@ class BackwardCounter(L.Callback):
 
 
 def test_direct_grouped_steps_train_step_for_step_like_lightnings_own(make_cfg):
-    lightning_path = train(make_cfg("data.steps_per_execution=1", "model=two_layer_mlp",
-                                    "+callbacks.counter._target_=tests.test_training.BackwardCounter"))
+    lightning_path = train(
+        make_cfg(
+            "data.steps_per_execution=1",
+            "model=two_layer_mlp",
+            "+callbacks.counter._target_=tests.test_training.BackwardCounter",
+        )
+    )
     direct = train(make_cfg("data.steps_per_execution=6", "model=two_layer_mlp", run="grouped"))
     assert not lightning_path["module"]._direct_steps and direct["module"]._direct_steps
     (counter,) = [c for c in lightning_path["trainer"].callbacks if isinstance(c, BackwardCounter)]

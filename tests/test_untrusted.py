@@ -16,18 +16,25 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from digits_zoo import leaderboard
 from digits_zoo.data.contract import RECORD_KEY
-from digits_zoo.training.messages import user_message
 from digits_zoo.evaluate import evaluate
 from digits_zoo.export import main as export_main
-from digits_zoo.predict import main as predict_main
-from digits_zoo.training.resume import TRUSTED_VARIABLE, ResumeError, UntrustedConfigError, check_targets, load_resume, trusted
-from digits_zoo.training.run import train
-from lightning.pytorch.callbacks import ModelCheckpoint
 from digits_zoo.models.pretrained import WeightsError, resolve_checkpoint
+from digits_zoo.predict import main as predict_main
+from digits_zoo.training.messages import user_message
+from digits_zoo.training.resume import (
+    TRUSTED_VARIABLE,
+    ResumeError,
+    UntrustedConfigError,
+    check_targets,
+    load_resume,
+    trusted,
+)
+from digits_zoo.training.run import train
 from tests.conftest import CONFIGS, ROOT
 from tests.test_evaluate import eval_cfg
 from tests.test_leaderboard import write_run
@@ -36,13 +43,23 @@ PICTURE = ROOT / "docs" / "examples" / "seven_on_paper.jpg"
 
 
 def train_py(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def eval_py(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "eval.py"), *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "eval.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def one_error_line(process: subprocess.Popen) -> str:
@@ -77,37 +94,56 @@ def edit_config(run: Path, edit) -> None:
 @pytest.mark.slow  # real train.py and eval.py processes
 def test_resume_builds_nothing_that_a_strangers_config_names(strangers_run, tmp_path):
     planted = tmp_path / "planted"
-    edit_config(strangers_run, lambda cfg: cfg["callbacks"].update(
-        evil={"_target_": "shutil.copy", "src": str(strangers_run / "config.yaml"), "dst": str(planted)}))
+    edit_config(
+        strangers_run,
+        lambda cfg: cfg["callbacks"].update(
+            evil={"_target_": "shutil.copy", "src": str(strangers_run / "config.yaml"), "dst": str(planted)}
+        ),
+    )
     line = one_error_line(train_py(f"resume={strangers_run}", cwd=tmp_path))
-    assert line == (f"error: resume={strangers_run}: its config.yaml names callbacks.evil._target_=shutil.copy, which is "
-                    "not on the list of what digits_zoo builds from a saved config (building it could run any code); "
-                    f"use only run folders that you made, and to trust a target that you wrote, add it to "
-                    f"{TRUSTED_VARIABLE} (docs/security.md)")
+    assert line == (
+        f"error: resume={strangers_run}: its config.yaml names callbacks.evil._target_=shutil.copy, which is "
+        "not on the list of what digits_zoo builds from a saved config (building it could run any code); "
+        f"use only run folders that you made, and to trust a target that you wrote, add it to "
+        f"{TRUSTED_VARIABLE} (docs/security.md)"
+    )
     assert not planted.exists()
 
 
-@pytest.mark.parametrize("where, refused", [
-    (lambda cfg, bad: cfg["trainer"].update(plugins=[{"_target_": bad, "_partial_": True}]), "trainer.plugins[0]._target_"),
-    (lambda cfg, bad: cfg["logger"].update(csv={"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": ".",
-                                                 "name": {"_target_": bad}}), "logger.csv.name._target_"),
-    (lambda cfg, bad: cfg.update(hydra={"callbacks": {"x": {"_target_": bad}}}), "hydra.callbacks.x._target_"),
-    # an interpolation that decodes to a node with a target: checked as it resolves
-    (lambda cfg, bad: cfg["callbacks"].update(x=f"${{oc.decode:'{{_target_: {bad}}}'}}"), "callbacks.x._target_"),
-])
+@pytest.mark.parametrize(
+    "where, refused",
+    [
+        (
+            lambda cfg, bad: cfg["trainer"].update(plugins=[{"_target_": bad, "_partial_": True}]),
+            "trainer.plugins[0]._target_",
+        ),
+        (
+            lambda cfg, bad: cfg["logger"].update(
+                csv={"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": ".", "name": {"_target_": bad}}
+            ),
+            "logger.csv.name._target_",
+        ),
+        (lambda cfg, bad: cfg.update(hydra={"callbacks": {"x": {"_target_": bad}}}), "hydra.callbacks.x._target_"),
+        # an interpolation that decodes to a node with a target: checked as it resolves
+        (lambda cfg, bad: cfg["callbacks"].update(x=f"${{oc.decode:'{{_target_: {bad}}}'}}"), "callbacks.x._target_"),
+    ],
+)
 def test_every_target_anywhere_in_the_config_is_checked(where, refused, strangers_run):
     edit_config(strangers_run, lambda cfg: where(cfg, "os.system"))
     with pytest.raises(UntrustedConfigError, match=re.escape(f"names {refused}=os.system,")):
         load_resume(strangers_run, check_overrides=False)
 
 
-@pytest.mark.parametrize("target", [
-    "digits_zoo.writes.os.system",  # reachable from a trusted module, but not its own
-    "lightning.pytorch.callbacks.model_checkpoint.os.replace",
-    "digits_zoo.data.mnist.MNISTDataModule.__init__.__globals__",
-    "tests.test_untrusted.subprocess.run",  # under the tests' trusted prefix (tests/conftest.py), not defined there
-    "tests.test_resume.Nowhere",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "digits_zoo.writes.os.system",  # reachable from a trusted module, but not its own
+        "lightning.pytorch.callbacks.model_checkpoint.os.replace",
+        "digits_zoo.data.mnist.MNISTDataModule.__init__.__globals__",
+        "tests.test_untrusted.subprocess.run",  # under the tests' trusted prefix (tests/conftest.py), not defined there
+        "tests.test_resume.Nowhere",
+    ],
+)
 def test_a_trusted_name_is_the_object_itself_not_what_it_reaches(target):
     assert os.environ[TRUSTED_VARIABLE] == "tests."
     assert not trusted(target)
@@ -124,24 +160,35 @@ def test_the_variable_trusts_a_users_own_callbacks(monkeypatch):
 def test_a_stopped_run_with_a_callback_not_trusted_here_says_how_to_trust_it(strangers_run, monkeypatch):
     from digits_zoo.training.stops import how_to_go_on, run_state
 
-    edit_config(strangers_run, lambda cfg: cfg["callbacks"].update(mine={"_target_": "tests.test_resume.Pace",
-                                                                          "folder": "marks"}))
+    edit_config(
+        strangers_run,
+        lambda cfg: cfg["callbacks"].update(mine={"_target_": "tests.test_resume.Pace", "folder": "marks"}),
+    )
     monkeypatch.delenv(TRUSTED_VARIABLE)
     line = how_to_go_on(run_state(strangers_run))  # (the end of the line of a run stopped by a signal)
-    assert line.startswith(f"the run folder cannot be resumed: resume={strangers_run}: its config.yaml names "
-                           "callbacks.mine._target_=tests.test_resume.Pace, which is not on the list")
+    assert line.startswith(
+        f"the run folder cannot be resumed: resume={strangers_run}: its config.yaml names "
+        "callbacks.mine._target_=tests.test_resume.Pace, which is not on the list"
+    )
     assert line.endswith(f"add it to {TRUSTED_VARIABLE} (docs/security.md)")
 
 
 def test_a_run_folder_made_before_the_engine_moved_resumes(strangers_run, monkeypatch):
     # what configs/ named before the engine moved into digits_zoo.training (commit 47727c9)
     monkeypatch.delenv("DIGITS_ZOO_TRUSTED_TARGETS")
-    old = {"model_checkpoint": "digits_zoo.checkpoints.ModelCheckpoint", "progress_bar": "digits_zoo.callbacks.progress_bar"}
-    edit_config(strangers_run, lambda cfg: [cfg["callbacks"][key].update(_target_=target) for key, target in old.items()])
+    old = {
+        "model_checkpoint": "digits_zoo.checkpoints.ModelCheckpoint",
+        "progress_bar": "digits_zoo.callbacks.progress_bar",
+    }
+    edit_config(
+        strangers_run, lambda cfg: [cfg["callbacks"][key].update(_target_=target) for key, target in old.items()]
+    )
     output = train(OmegaConf.create({"resume": str(strangers_run)}))  # finished: the resume tests it again
     assert output["metrics"]["test/acc"] == json.loads((strangers_run / "results.json").read_text())["test/acc"]
     assert any(isinstance(callback, ModelCheckpoint) and callback.monitor for callback in output["trainer"].callbacks)
-    assert load_resume(strangers_run).cfg.callbacks.progress_bar._target_ == "digits_zoo.training.callbacks.progress_bar"
+    assert (
+        load_resume(strangers_run).cfg.callbacks.progress_bar._target_ == "digits_zoo.training.callbacks.progress_bar"
+    )
 
 
 def test_every_target_of_the_shipped_configs_is_trusted(monkeypatch):
@@ -188,14 +235,21 @@ def test_a_checkpoint_with_code_is_not_loaded_and_the_line_says_so(strangers_run
     best = resolve_checkpoint(strangers_run)
 
     def expected(path: Path) -> str:
-        return (f"error: {path} holds pickled objects besides tensors and plain data (posix.system), which could run "
-                "code as they load, so it was not loaded; load only checkpoints that you made or that come from "
-                "someone you trust (docs/security.md)")
+        return (
+            f"error: {path} holds pickled objects besides tensors and plain data (posix.system), which could run "
+            "code as they load, so it was not loaded; load only checkpoints that you made or that come from "
+            "someone you trust (docs/security.md)"
+        )
 
     # over 20 s: two real processes (started together), to see the line a user sees
     resume = train_py(f"resume={strangers_run}", cwd=tmp_path)
-    evaluation = eval_py(f"model_source={strangers_run}", f"data.data_dir={tiny_data}", "data.download=false",
-                         f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    evaluation = eval_py(
+        f"model_source={strangers_run}",
+        f"data.data_dir={tiny_data}",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        cwd=tmp_path,
+    )
     assert one_error_line(resume) == expected(strangers_run / "checkpoints" / "last.ckpt")
     assert one_error_line(evaluation) == expected(best)
 
@@ -222,20 +276,28 @@ def misrecord(strangers_run: Path, **record) -> Path:
     return checkpoint
 
 
-@pytest.mark.parametrize("record, field", [
-    ({"normalization": [0.0, 0.0]}, "digits_zoo/data.normalization=[0.0, 0.0], not a finite mean and a std above 0"),
-    ({"normalization": [float("nan"), 1.0]}, "digits_zoo/data.normalization=[nan, 1.0], not a finite mean"),
-    ({"normalization": "0.1,0.3"}, "digits_zoo/data.normalization='0.1,0.3', not a finite mean"),
-    ({"dataset": "__builtins__"}, "digits_zoo/data.dataset='__builtins__', not one of MNIST, FashionMNIST, KMNIST"),
-])
-def test_a_checkpoint_whose_records_lie_is_refused_naming_the_field(record, field, strangers_run, tiny_data, tmp_path,
-                                                                     capsys):
+@pytest.mark.parametrize(
+    "record, field",
+    [
+        (
+            {"normalization": [0.0, 0.0]},
+            "digits_zoo/data.normalization=[0.0, 0.0], not a finite mean and a std above 0",
+        ),
+        ({"normalization": [float("nan"), 1.0]}, "digits_zoo/data.normalization=[nan, 1.0], not a finite mean"),
+        ({"normalization": "0.1,0.3"}, "digits_zoo/data.normalization='0.1,0.3', not a finite mean"),
+        ({"dataset": "__builtins__"}, "digits_zoo/data.dataset='__builtins__', not one of MNIST, FashionMNIST, KMNIST"),
+    ],
+)
+def test_a_checkpoint_whose_records_lie_is_refused_naming_the_field(
+    record, field, strangers_run, tiny_data, tmp_path, capsys
+):
     checkpoint = misrecord(strangers_run, **record)
     assert predict_main([str(PICTURE), "--model", str(checkpoint)]) == 2
     assert export_main([str(checkpoint), "--out", str(tmp_path / "m.onnx")]) == 1
     for line in capsys.readouterr().err.strip().splitlines():
         assert line.startswith(f"error: {checkpoint}: the checkpoint records {field}") and line.endswith(
-            "; the file is damaged or was not written by digits_zoo"), line
+            "; the file is damaged or was not written by digits_zoo"
+        ), line
     with pytest.raises(WeightsError, match=re.escape(f"{checkpoint}: the checkpoint records {field}")):
         evaluate(eval_cfg(strangers_run, tiny_data, tmp_path / "eval"))
     assert not (tmp_path / "eval" / "results.json").exists()
@@ -245,7 +307,10 @@ def test_resume_checks_the_records_of_its_checkpoint(strangers_run):
     last = strangers_run / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=True)
     torch.save({**state, RECORD_KEY: {"dataset": "MNIST", "normalization": [0.5, 0.0]}}, last)
-    with pytest.raises(ResumeError, match=re.escape(f"{last}: the checkpoint records digits_zoo/data.normalization=[0.5, 0.0], not a finite")):
+    with pytest.raises(
+        ResumeError,
+        match=re.escape(f"{last}: the checkpoint records digits_zoo/data.normalization=[0.5, 0.0], not a finite"),
+    ):
         load_resume(strangers_run, check_overrides=False)
 
 
@@ -254,7 +319,7 @@ def test_the_demo_refuses_a_lying_checkpoint_in_one_line(strangers_run):
     from digits_zoo.demo import checkpoint_models
 
     checkpoint = misrecord(strangers_run, dataset="__builtins__")
-    with pytest.raises(WeightsError, match="digits_zoo/data.dataset='__builtins__'"):
+    with pytest.raises(WeightsError, match=r"digits_zoo/data.dataset='__builtins__'"):
         checkpoint_models([str(checkpoint)])
 
 
@@ -280,12 +345,21 @@ def write_malformed(folder: Path, content: bytes) -> Path:
 def test_a_malformed_results_json_is_skipped_with_a_warning_and_the_table_stands(tmp_path, capsys):
     write_run(tmp_path / "good", "flatten_mlp", 0.97, 1)
     bad = {
-        "truncated": (b'{"model": "lenet5", "params": 6', "not JSON (Expecting ',' delimiter: line 1 column 32 (char 31))"),
-        "text": (json.dumps({"model": "lenet5", "params": 100, "epochs": 5, "train_seconds": 1.0,
-                             "test/acc": "0.99"}).encode(), 'test/acc is "0.99", not a number'),
+        "truncated": (
+            b'{"model": "lenet5", "params": 6',
+            "not JSON (Expecting ',' delimiter: line 1 column 32 (char 31))",
+        ),
+        "text": (
+            json.dumps(
+                {"model": "lenet5", "params": 100, "epochs": 5, "train_seconds": 1.0, "test/acc": "0.99"}
+            ).encode(),
+            'test/acc is "0.99", not a number',
+        ),
         "incomplete": (json.dumps({"model": "lenet5", "params": 100, "test/acc": 0.9}).encode(), "epochs is missing"),
-        "evaluation": (json.dumps({"model": "lenet5", "source": "x", "test/acc": None}).encode(),
-                       "test/acc is null, not a number"),
+        "evaluation": (
+            json.dumps({"model": "lenet5", "source": "x", "test/acc": None}).encode(),
+            "test/acc is null, not a number",
+        ),
         "list": (b"[1, 2]", "not a JSON object but list"),
         "binary": (b"\xff\xfe\x00", "not JSON ("),
     }
@@ -311,14 +385,17 @@ def test_an_export_to_a_path_that_cannot_be_written_is_refused_before_any_work(t
 
     monkeypatch.setattr(export_module, "write_onnx", lambda *args: pytest.fail("exported anyway"))
     (tmp_path / "a_file").touch()
-    for out, why in ((tmp_path / "nowhere" / "m.onnx", f"the folder {tmp_path / 'nowhere'} does not exist"),
-                     (tmp_path / "a_file" / "m.onnx", f"the folder {tmp_path / 'a_file'} is a file, not a folder")):
+    for out, why in (
+        (tmp_path / "nowhere" / "m.onnx", f"the folder {tmp_path / 'nowhere'} does not exist"),
+        (tmp_path / "a_file" / "m.onnx", f"the folder {tmp_path / 'a_file'} is a file, not a folder"),
+    ):
         assert export_main(["flatten_mlp", "--out", str(out)]) == 1
         assert capsys.readouterr().err == f"error: --out {out}: {why}; choose another path, or create that folder\n"
     monkeypatch.setattr(export_module.os, "access", lambda path, mode: False)  # (as root, every folder is writable)
     assert export_main(["flatten_mlp", "--out", str(tmp_path / "m.onnx")]) == 1
-    assert capsys.readouterr().err == (f"error: --out {tmp_path / 'm.onnx'}: the folder {tmp_path} is not writable "
-                                       "here; choose another path\n")
+    assert capsys.readouterr().err == (
+        f"error: --out {tmp_path / 'm.onnx'}: the folder {tmp_path} is not writable here; choose another path\n"
+    )
 
 
 def test_a_write_that_fails_anyway_names_the_file_not_the_exporter(tmp_path, capsys, monkeypatch):
@@ -329,8 +406,11 @@ def test_a_write_that_fails_anyway_names_the_file_not_the_exporter(tmp_path, cap
     def full_disk(network, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(export_module.torch.onnx, "export", lambda network, args, path, **kwargs: full_disk(network, path))
+    monkeypatch.setattr(
+        export_module.torch.onnx, "export", lambda network, args, path, **kwargs: full_disk(network, path)
+    )
     assert export_main(["flatten_mlp", "--out", str(tmp_path / "m.onnx")]) == 1
-    assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'm.onnx'}: No space left on device; "
-                                       "nothing was written\n")
+    assert capsys.readouterr().err == (
+        f"error: cannot write {tmp_path / 'm.onnx'}: No space left on device; nothing was written\n"
+    )
     assert list(tmp_path.iterdir()) == []

@@ -11,8 +11,8 @@ import torch
 
 from digits_zoo import create_model, list_models, list_pretrained
 from digits_zoo import weights as weights_module
-from digits_zoo.models import pretrained
 from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.models import pretrained
 from digits_zoo.models.pretrained import WeightsError, manifest, sha256
 from tests.conftest import ROOT
 
@@ -33,8 +33,10 @@ def test_which_registered_models_ship_no_weights():
     """Information, never a failure: shipping weights is a step of its own (docs/contributing.md)."""
     unshipped = sorted(set(list_models()) - set(SHIPPED_MODELS))
     if unshipped:
-        pytest.skip(f"registered without shipped weights: {', '.join(unshipped)} (to ship: train, then python -m "
-                    "digits_zoo.weights export RUN_FOLDER and python docs/tables.py)")
+        pytest.skip(
+            f"registered without shipped weights: {', '.join(unshipped)} (to ship: train, then python -m "
+            "digits_zoo.weights export RUN_FOLDER and python docs/tables.py)"
+        )
 
 
 def test_every_shipped_model_has_a_row_in_the_zoo_table():
@@ -92,7 +94,9 @@ def test_shipped_weights_are_tensors_only_and_describe_themselves(name):
     model = create_model(name)
     with FlopCounterMode(display=False) as counter:
         model.eval()(torch.zeros(1, 1, 28, 28))
-    assert info["params"] == sum(p.numel() for p in model.parameters()) and info["macs"] == counter.get_total_flops() // 2
+    assert (
+        info["params"] == sum(p.numel() for p in model.parameters()) and info["macs"] == counter.get_total_flops() // 2
+    )
     assert info["classes"][7] == "7 - seven" and info["input"]["shape"] == [1, 28, 28] and info["input"]["mean"] is None
     assert info["dataset"] == "MNIST" and info["train_seconds"] > 0 and info["command"].startswith("python train.py")
     assert info["input"]["output"] == f"logits; probabilities through {model.output_activation}"
@@ -111,7 +115,9 @@ def test_export_ships_a_run_with_its_record_and_normalization(standardized_run, 
     entry = weights_module.main(["export", str(standardized_run)]) == 0 and manifest()["flatten_mlp"]
     results = json.loads((standardized_run / "results.json").read_text())
     assert entry["command"] == "python train.py data.standardize=true" and entry["test_acc"] == results["test/acc"]
-    assert entry["train_seconds"] == results["train_seconds"] and entry["sha256"] == sha256(tmp_path / "weights" / entry["file"])
+    assert entry["train_seconds"] == results["train_seconds"] and entry["sha256"] == sha256(
+        tmp_path / "weights" / entry["file"]
+    )
     mean, std = entry["input"]["mean"], entry["input"]["std"]
     assert 0 < mean < 1 and 0 < std < 1
     shipped = create_model("flatten_mlp", pretrained=True).state_dict()
@@ -134,8 +140,13 @@ def test_weights_from_a_run_folder_or_checkpoint(make_cfg, tmp_path):
 
 
 def test_weights_of_other_model_kwargs_are_refused_by_name(tmp_path):
-    torch.save({"state_dict": {f"model.{k}": v for k, v in create_model("vgg_bn", width=4).state_dict().items()},
-                "hyper_parameters": {"model": "vgg_bn"}}, tmp_path / "narrow.ckpt")
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in create_model("vgg_bn", width=4).state_dict().items()},
+            "hyper_parameters": {"model": "vgg_bn"},
+        },
+        tmp_path / "narrow.ckpt",
+    )
     with pytest.raises(WeightsError, match=r"do not fit vgg_bn: .*features\.0\.weight.*model\.kwargs"):
         create_model("vgg_bn", width=8, pretrained=tmp_path / "narrow.ckpt")
 
@@ -166,8 +177,16 @@ def test_linear_probe_trains_only_a_fresh_head_on_pretrained_features(make_cfg):
     from digits_zoo.training.run import train
 
     shipped = create_model("mlp_bn_dropout", pretrained=True).state_dict()
-    output = train(make_cfg("model=mlp_bn_dropout", "model.pretrained=true", "model.reset_head=true",
-                            "model.freeze_features=true", "data.train_size=300", "trainer.max_epochs=2"))
+    output = train(
+        make_cfg(
+            "model=mlp_bn_dropout",
+            "model.pretrained=true",
+            "model.reset_head=true",
+            "model.freeze_features=true",
+            "data.train_size=300",
+            "trainer.max_epochs=2",
+        )
+    )
     state = output["module"].model.state_dict()
     for key, value in state.items():
         if key.startswith("head."):
@@ -179,8 +198,15 @@ def test_linear_probe_trains_only_a_fresh_head_on_pretrained_features(make_cfg):
 def test_fine_tuning_starts_from_the_pretrained_features(make_cfg):
     from digits_zoo.training.run import train
 
-    output = train(make_cfg("model=lenet5", "model.pretrained=true", "model.reset_head=true",
-                            "trainer.max_epochs=1", "data.train_size=200"))
+    output = train(
+        make_cfg(
+            "model=lenet5",
+            "model.pretrained=true",
+            "model.reset_head=true",
+            "trainer.max_epochs=1",
+            "data.train_size=200",
+        )
+    )
     shipped = create_model("lenet5", pretrained=True).state_dict()
     changed = [k for k, v in output["module"].model.state_dict().items() if not torch.equal(v, shipped[k])]
     assert changed and any(not k.startswith("head.") for k in changed)

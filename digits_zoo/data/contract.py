@@ -44,16 +44,22 @@ def check_data_module(datamodule: object) -> None:
     """A ConfigError naming what `datamodule` lacks of the contract (before a run writes anything)."""
     name = type(datamodule).__qualname__
     if not isinstance(datamodule, L.LightningDataModule):
-        raise ConfigError(f"data._target_ builds {name}, which is not a LightningDataModule; see \"Add a dataset\" in "
-                          "docs/contributing.md")
+        raise ConfigError(
+            f'data._target_ builds {name}, which is not a LightningDataModule; see "Add a dataset" in '
+            "docs/contributing.md"
+        )
     missing = [member for member in MEMBERS if not hasattr(datamodule, member)]
     if missing:
-        raise ConfigError(f"data module {name} lacks {', '.join(missing)}, which train.py and eval.py use; see "
-                          "\"Add a dataset\" in docs/contributing.md")
+        raise ConfigError(
+            f"data module {name} lacks {', '.join(missing)}, which train.py and eval.py use; see "
+            '"Add a dataset" in docs/contributing.md'
+        )
     dataset = getattr(datamodule.dataset_cls, "__name__", datamodule.dataset_cls)
     if dataset not in DATASETS:
-        raise ConfigError(f"data module {name} reads {dataset}, which predict, eval.py and export cannot read back; "
-                          f"its dataset_cls must be one of torchvision's {', '.join(DATASETS)}")
+        raise ConfigError(
+            f"data module {name} reads {dataset}, which predict, eval.py and export cannot read back; "
+            f"its dataset_cls must be one of torchvision's {', '.join(DATASETS)}"
+        )
 
 
 def data_record(datamodule: DataModule) -> dict:

@@ -23,8 +23,9 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "data")
 
 
-def random_affine(images: torch.Tensor, draws: torch.Tensor, degrees: float, scale: float,
-                  translate: float, background: float = 0.0) -> torch.Tensor:
+def random_affine(
+    images: torch.Tensor, draws: torch.Tensor, degrees: float, scale: float, translate: float, background: float = 0.0
+) -> torch.Tensor:
     """Each image of the batch rotated by up to `degrees`, scaled by up to 1 +- `scale` and shifted
     by up to `translate` of its size, in one `grid_sample` on the batch's own device. `draws` holds
     four uniform numbers in [0, 1) per image."""
@@ -32,8 +33,9 @@ def random_affine(images: torch.Tensor, draws: torch.Tensor, degrees: float, sca
     angle = torch.deg2rad(u[:, 0] * degrees)
     zoom = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # the grid maps output to input
-    theta = torch.stack([torch.stack([cos, -sin, 2 * translate * u[:, 2]], 1),
-                         torch.stack([sin, cos, 2 * translate * u[:, 3]], 1)], 1).to(images.dtype)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, 2 * translate * u[:, 2]], 1), torch.stack([sin, cos, 2 * translate * u[:, 3]], 1)], 1
+    ).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images - background, grid, align_corners=False) + background
 
@@ -249,7 +251,9 @@ class MNISTDataModule(L.LightningDataModule):
         }
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         # uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], on the device the model trains on
-        self.splits = {name: (x.to(device).unsqueeze(1).float().div_(255), y.to(device)) for name, (x, y) in splits.items()}
+        self.splits = {
+            name: (x.to(device).unsqueeze(1).float().div_(255), y.to(device)) for name, (x, y) in splits.items()
+        }
         self.background = 0.0  # the value of a blank pixel, which augmentation pads with
         if self.standardize and not self.normalization:
             self.normalization = (self.splits["fit"][0].mean().item(), self.splits["fit"][0].std().item())
@@ -268,7 +272,11 @@ class MNISTDataModule(L.LightningDataModule):
         except Exception as error:
             raise self._read_error(train, error) from error
         images, labels = dataset.data, dataset.targets
-        if images.ndim != 3 or labels.shape != images.shape[:1] or not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+        if (
+            images.ndim != 3
+            or labels.shape != images.shape[:1]
+            or not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes
+        ):
             raise DataError(
                 f"{self.dataset_cls.__name__} {'training' if train else 'test'} files in {self.raw_dir} are inconsistent: "
                 f"{tuple(images.shape)} images, {tuple(labels.shape)} labels. Replace them with the original files."
@@ -282,7 +290,9 @@ class MNISTDataModule(L.LightningDataModule):
             try:
                 read_sn3_pascalvincent_tensor(str(path))
             except Exception as file_error:
-                return DataError(f"{path} is truncated or corrupt ({one_line(file_error)}); replace it with the original file.")
+                return DataError(
+                    f"{path} is truncated or corrupt ({one_line(file_error)}); replace it with the original file."
+                )
         if "not found" in str(error):
             return self._missing_error("incomplete folder")
         return DataError(f"could not read {self.raw_dir}: {one_line(error)}")
@@ -294,8 +304,13 @@ class MNISTDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, **kwargs) -> TensorLoader:
         """A loader of this process's share of `split` (all of it, outside DDP)."""
         trainer = self.trainer
-        return TensorLoader(*self.splits[split], batch_size, rank=trainer.global_rank if trainer else 0,
-                            world_size=trainer.world_size if trainer else 1, **kwargs)
+        return TensorLoader(
+            *self.splits[split],
+            batch_size,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            **kwargs,
+        )
 
     def train_dataloader(self) -> TensorLoader:
         augment = {**self.augment, "background": self.background} if self.augment else None

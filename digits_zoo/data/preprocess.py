@@ -66,7 +66,9 @@ def read_grey(source: str | Path | bytes, max_pixels: int | None = MAX_PIXELS) -
                     scale = math.sqrt(width * height / WORK_PIXELS)
                     image.draft(None, (max(1, int(width / scale)), max(1, int(height / scale))))
                 if max_pixels is not None and image.width * image.height > max_pixels:
-                    raise ImageError(f"too large: {width}x{height} pixels, at most {max_pixels:,} are read; scale it down")
+                    raise ImageError(
+                        f"too large: {width}x{height} pixels, at most {max_pixels:,} are read; scale it down"
+                    )
                 image.load()  # decode now: a truncated file fails here, not later
                 return to_grey(image)
     except UnidentifiedImageError:

@@ -20,8 +20,9 @@ def glorot_conv(layer: nn.Conv2d) -> nn.Conv2d:
 class ConvNet(Classifier):
     """`features` maps (N, 1, 28, 28) images to (N, num_features) vectors; a linear head follows."""
 
-    def __init__(self, features: nn.Module, num_features: int, num_classes: int = 10,
-                 output_activation: str = "softmax"):
+    def __init__(
+        self, features: nn.Module, num_features: int, num_classes: int = 10, output_activation: str = "softmax"
+    ):
         super().__init__(num_features, num_classes, output_activation)
         self.features = features
 
@@ -33,8 +34,12 @@ class ConvNet(Classifier):
 def keras_cnn(num_classes: int = 10) -> ConvNet:
     """The seed tutorial's CNN: Conv2D(30, 3x3, relu), MaxPool 2x2, Flatten, Dense(100, relu), Dense(10)."""
     features = nn.Sequential(
-        glorot_conv(nn.Conv2d(1, 30, 3)), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        glorot_dense(nn.Linear(30 * 13 * 13, 100)), nn.ReLU(),
+        glorot_conv(nn.Conv2d(1, 30, 3)),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        glorot_dense(nn.Linear(30 * 13 * 13, 100)),
+        nn.ReLU(),
     )
     return ConvNet(features, 100, num_classes)
 
@@ -43,9 +48,17 @@ def keras_cnn(num_classes: int = 10) -> ConvNet:
 def lenet5(num_classes: int = 10) -> ConvNet:
     """LeNet-5 (LeCun et al., 1998) on 28x28 inputs padded to 32x32: tanh and average pooling."""
     features = nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(),
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.Tanh(),
+        nn.Linear(120, 84),
+        nn.Tanh(),
     )
     return ConvNet(features, 84, num_classes)
 
@@ -60,9 +73,16 @@ def vgg_bn(width: int = 32, dropout: float = 0.2, num_classes: int = 10) -> Conv
     pooling between them, global average pooling and dropout before the head."""
     w1, w2, w3 = width, 2 * width, 4 * width
     features = nn.Sequential(
-        *_conv_bn(1, w1), *_conv_bn(w1, w1), nn.MaxPool2d(2),  # 14x14
-        *_conv_bn(w1, w2), *_conv_bn(w2, w2), nn.MaxPool2d(2),  # 7x7
-        *_conv_bn(w2, w3), *_conv_bn(w3, w3),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+        *_conv_bn(1, w1),
+        *_conv_bn(w1, w1),
+        nn.MaxPool2d(2),  # 14x14
+        *_conv_bn(w1, w2),
+        *_conv_bn(w2, w2),
+        nn.MaxPool2d(2),  # 7x7
+        *_conv_bn(w2, w3),
+        *_conv_bn(w3, w3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
     )
     return ConvNet(features, w3, num_classes)

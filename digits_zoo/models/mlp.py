@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -29,7 +31,7 @@ class MLP(Classifier):
         widths = [in_features, *hidden]
         super().__init__(widths[-1], num_classes, output_activation)
         layers: list[nn.Module] = [nn.Flatten()] if flatten_layer else []
-        for fan_in, fan_out in zip(widths, widths[1:]):
+        for fan_in, fan_out in itertools.pairwise(widths):
             layers += [glorot_dense(nn.Linear(fan_in, fan_out)), nn.ReLU()]
         self.features = nn.Sequential(*layers)
         self.flatten_layer = flatten_layer

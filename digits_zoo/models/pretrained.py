@@ -58,9 +58,11 @@ def trained_on(checkpoint: dict, source: str | Path | None = None) -> tuple[str,
 
     key = next((key for key in (RECORD_KEY, LIGHTNING_KEY) if key in checkpoint), None)
     if key is None:
-        raise WeightsError(f"{f'{source}: ' if source else ''}the checkpoint has no record of the data it was trained "
-                           f"on ({RECORD_KEY!r}: its dataset and normalization), so its inputs cannot be prepared as in "
-                           "training; use a checkpoint that train.py wrote")
+        raise WeightsError(
+            f"{f'{source}: ' if source else ''}the checkpoint has no record of the data it was trained "
+            f"on ({RECORD_KEY!r}: its dataset and normalization), so its inputs cannot be prepared as in "
+            "training; use a checkpoint that train.py wrote"
+        )
     record = checkpoint[key]
     if not isinstance(record, dict):
         raise _misrecorded(source, key, record, "a record of its dataset and normalization")
@@ -69,16 +71,21 @@ def trained_on(checkpoint: dict, source: str | Path | None = None) -> tuple[str,
         raise _misrecorded(source, f"{key}.dataset", dataset, f"one of {', '.join(DATASETS)}")
     if normalization is None:
         return dataset, None
-    numbers = isinstance(normalization, (list, tuple)) and len(normalization) == 2 and all(
-        isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in normalization)
+    numbers = (
+        isinstance(normalization, (list, tuple))
+        and len(normalization) == 2
+        and all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in normalization)
+    )
     if not (numbers and normalization[1] > 0):  # (x - mean) / std: a std of 0 makes every input nan
         raise _misrecorded(source, f"{key}.normalization", normalization, "a finite mean and a std above 0")
     return dataset, (float(normalization[0]), float(normalization[1]))
 
 
 def _misrecorded(source: str | Path | None, field: str, value: object, expected: str) -> WeightsError:
-    return WeightsError(f"{f'{source}: ' if source else ''}the checkpoint records {field}={_shown(value)}, not {expected}; "
-                        "the file is damaged or was not written by digits_zoo")
+    return WeightsError(
+        f"{f'{source}: ' if source else ''}the checkpoint records {field}={_shown(value)}, not {expected}; "
+        "the file is damaged or was not written by digits_zoo"
+    )
 
 
 def _shown(value: object) -> str:
@@ -94,9 +101,11 @@ def holds_code(path: str | Path, error: BaseException) -> WeightsError | None:
     if not (isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error)):
         return None
     named = re.search(r"GLOBAL ([\w.]+)", str(error))
-    return WeightsError(f"{path} holds pickled objects besides tensors and plain data{f' ({named[1]})' if named else ''}, "
-                        "which could run code as they load, so it was not loaded; load only checkpoints that you made "
-                        "or that come from someone you trust (docs/security.md)")
+    return WeightsError(
+        f"{path} holds pickled objects besides tensors and plain data{f' ({named[1]})' if named else ''}, "
+        "which could run code as they load, so it was not loaded; load only checkpoints that you made "
+        "or that come from someone you trust (docs/security.md)"
+    )
 
 
 def sha256(path: Path) -> str:
@@ -125,8 +134,9 @@ def resolve_checkpoint(source: str | Path) -> Path:
     last = path / "checkpoints" / "last.ckpt"
     if last.is_file():
         return last
-    raise WeightsError(f"{source}: no checkpoint in this folder (expected results.json's best_checkpoint "
-                       "or checkpoints/last.ckpt)")
+    raise WeightsError(
+        f"{source}: no checkpoint in this folder (expected results.json's best_checkpoint or checkpoints/last.ckpt)"
+    )
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -156,8 +166,9 @@ def run_state_dict(source: str | Path, model_name: str | None = None) -> dict[st
         raise WeightsError(f"{source}: not a digits_zoo checkpoint (no state_dict)")
     trained = (checkpoint.get("hyper_parameters") or {}).get("model")
     if model_name and trained and trained != model_name:
-        raise WeightsError(f"{source} holds {trained} weights, not {model_name}; choose model={trained} "
-                           f"or a {model_name} checkpoint")
+        raise WeightsError(
+            f"{source} holds {trained} weights, not {model_name}; choose model={trained} or a {model_name} checkpoint"
+        )
     return {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
 
 
@@ -171,12 +182,16 @@ def load_pretrained(model: nn.Module, name: str, source: bool | str | Path = Tru
     head = {f"head.{key}" for key in model.get_classifier().state_dict()}
     if any(key in state and state[key].shape[:1] != own[key].shape[:1] for key in head):  # other classes
         if not fresh_head:
-            raise WeightsError(f"the weights from {origin} classify {len(state['head.weight'])} classes, {name} here "
-                               f"{model.num_classes}; add model.reset_head=true to train a new classifier on them")
+            raise WeightsError(
+                f"the weights from {origin} classify {len(state['head.weight'])} classes, {name} here "
+                f"{model.num_classes}; add model.reset_head=true to train a new classifier on them"
+            )
         state = {key: value for key, value in state.items() if key not in head}
     misshapen = [key for key in state if key in own and state[key].shape != own[key].shape]
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in misshapen}, strict=False)
     wrong = misshapen + [key for key in missing if key not in head] + list(unexpected)
     if wrong or (missing and set(missing) != head):
-        raise WeightsError(f"the weights from {origin} do not fit {name}: {', '.join(wrong[:5]) or 'head'} differ; "
-                           "were they trained with other model.kwargs?")
+        raise WeightsError(
+            f"the weights from {origin} do not fit {name}: {', '.join(wrong[:5]) or 'head'} differ; "
+            "were they trained with other model.kwargs?"
+        )

@@ -30,7 +30,10 @@ class _CountBatches:
     def get_metrics(self, trainer, pl_module) -> dict:
         # the latest batch's loss, read here at each refresh (self.log would cost ~1 ms a step)
         latest = getattr(pl_module, "latest_loss", None)
-        return {**({"loss": f"{latest.item():.3g}"} if latest is not None else {}), **super().get_metrics(trainer, pl_module)}
+        return {
+            **({"loss": f"{latest.item():.3g}"} if latest is not None else {}),
+            **super().get_metrics(trainer, pl_module),
+        }
 
     def batches_done(self, trainer, batch_idx: int) -> int:
         if getattr(trainer.lightning_module, "takes_groups", False):  # one optimiser step per batch
@@ -39,7 +42,7 @@ class _CountBatches:
 
 
 def epoch_label(trainer) -> str:
-    """"Epoch 3/5": counted from 1, as results.json, the plots and the checkpoints' names count."""
+    """ "Epoch 3/5": counted from 1, as results.json, the plots and the checkpoints' names count."""
     total = trainer.max_epochs
     return f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")
 
@@ -63,7 +66,12 @@ class BatchProgressBar(_CountBatches, TQDMProgressBar):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         # end the bars' line, so that the error: or stopped: line that follows starts a line of its own
-        for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar, self._predict_progress_bar):
+        for bar in (
+            self._train_progress_bar,
+            self._val_progress_bar,
+            self._test_progress_bar,
+            self._predict_progress_bar,
+        ):
             if bar is not None and not bar.disable:
                 bar.close()
 

@@ -41,15 +41,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)
         except Exception as error:  # a file with pickled code: one line that does not advise loading it unsafely
-            raise holds_code(path, error) or error
+            if (refused := holds_code(path, error)) is None:
+                raise
+            raise refused from None
 
 
 class ModelCheckpoint(callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint with `{epoch}` in file names counted from 1, as the progress bar,
     results.json and the plots count epochs (`best-epoch03.ckpt` holds the weights after the third)."""
 
-    def format_checkpoint_name(self, metrics: dict, filename: str | None = None, ver: int | None = None,
-                               prefix: str | None = None) -> str:
+    def format_checkpoint_name(
+        self, metrics: dict, filename: str | None = None, ver: int | None = None, prefix: str | None = None
+    ) -> str:
         if "epoch" in metrics:
             metrics = {**metrics, "epoch": metrics["epoch"] + 1}
         return super().format_checkpoint_name(metrics, filename, ver, prefix)

@@ -30,7 +30,12 @@ def check_weights(module: L.LightningModule) -> None:
 
 def _message(module: L.LightningModule, what: str) -> str:
     epoch, lr = module.current_epoch, module.hparams.lr
-    kept = (f"the last good checkpoint (last.ckpt, after epoch {epoch}) is kept" if epoch
-            else "no epoch had finished, so there is no checkpoint")
-    return (f"{what} became NaN or infinite in epoch {epoch + 1}, at optimiser step {module.global_step}: "
-            f"lower optimizer.lr (now {lr:g}) and train again; {kept}")
+    kept = (
+        f"the last good checkpoint (last.ckpt, after epoch {epoch}) is kept"
+        if epoch
+        else "no epoch had finished, so there is no checkpoint"
+    )
+    return (
+        f"{what} became NaN or infinite in epoch {epoch + 1}, at optimiser step {module.global_step}: "
+        f"lower optimizer.lr (now {lr:g}) and train again; {kept}"
+    )

@@ -24,15 +24,21 @@ class RunFigures(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not image_loggers(trainer.loggers):
             return
-        figure = confusion_matrix_figure(pl_module.confusion["val"], "Validation confusion matrix",
-                                         classes=class_names(trainer))
+        figure = confusion_matrix_figure(
+            pl_module.confusion["val"], "Validation confusion matrix", classes=class_names(trainer)
+        )
         log_figures(trainer.loggers, {"val/confusion_matrix": figure}, trainer.current_epoch)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        figures = save_run_plots(trainer.default_root_dir, pl_module.confusion["test"], pl_module.history,
-                                 pl_module.mistakes, class_names(trainer))
+        figures = save_run_plots(
+            trainer.default_root_dir,
+            pl_module.confusion["test"],
+            pl_module.history,
+            pl_module.mistakes,
+            class_names(trainer),
+        )
         log_figures(trainer.loggers, {f"test/{name}": figure for name, figure in figures.items()}, trainer.global_step)
 
 

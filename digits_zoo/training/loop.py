@@ -30,8 +30,14 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 # the hooks Lightning calls for every batch or optimiser step (not once per epoch)
-PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
-                   "on_before_optimizer_step", "on_before_zero_grad")
+PER_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+)
 # callbacks that drive Lightning's own loop from the inside (skipped backward passes, trial runs,
 # a changing accumulate_grad_batches)
 NEED_LIGHTNINGS_LOOP = (StochasticWeightAveraging, LearningRateFinder, BatchSizeFinder, GradientAccumulationScheduler)
@@ -63,7 +69,9 @@ def lightning_loop_reasons(trainer: L.Trainer, module: L.LightningModule, module
     for callback in trainer.callbacks:
         if reason := _callback_reason(callback):
             reasons.append(reason)
-    reasons += [f"{type(module).__name__}.{hook}" for hook in PER_BATCH_HOOKS if is_overridden(hook, module, module_base)]
+    reasons += [
+        f"{type(module).__name__}.{hook}" for hook in PER_BATCH_HOOKS if is_overridden(hook, module, module_base)
+    ]
     return reasons
 
 

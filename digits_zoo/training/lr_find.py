@@ -65,8 +65,10 @@ def suggest(lrs, losses) -> float | None:
     lowest = min(range(finite), key=curve.__getitem__)
     logs = [math.log(lr) for lr in lrs[:finite]]
     # central differences (one-sided at the ends) against log(rate): equal steps on the plot's axis
-    slopes = [(curve[min(i + 1, lowest)] - curve[max(i - 1, 0)]) / (logs[min(i + 1, lowest)] - logs[max(i - 1, 0)])
-              for i in range(lowest)]
+    slopes = [
+        (curve[min(i + 1, lowest)] - curve[max(i - 1, 0)]) / (logs[min(i + 1, lowest)] - logs[max(i - 1, 0)])
+        for i in range(lowest)
+    ]
     if not slopes:  # lowest at the first point: the loss never fell
         return None
     steepest = min(range(lowest), key=slopes.__getitem__)
@@ -86,20 +88,29 @@ def curve_figure(lrs, losses, suggestion: float | None, model_name: str):
     ax.plot(lrs, curve, color="C0", label=f"centred mean of {2 * HALF_WINDOW + 1} steps")
     if suggestion is not None:
         at = np.interp(math.log(suggestion), np.log(lrs), curve)
-        ax.plot([suggestion], [at], marker="o", markersize=8, color="red", linestyle="none",
-                label=f"suggested: {suggestion:.2g}")
+        ax.plot(
+            [suggestion],
+            [at],
+            marker="o",
+            markersize=8,
+            color="red",
+            linestyle="none",
+            label=f"suggested: {suggestion:.2g}",
+        )
     ax.set_xscale("log")
     ax.set_ylim(0, 2 * max(curve[0], 0.1))  # the diverging end would flatten the rest
     ax.set_xlabel("Learning rate")
     ax.set_ylabel("Training loss")
     ax.legend(loc="lower left")
-    ax.set_title(f"Learning-rate range test, {model_name}: "
-                 + (f"suggested {suggestion:.2g}" if suggestion else "no suggestion"))
+    ax.set_title(
+        f"Learning-rate range test, {model_name}: " + (f"suggested {suggestion:.2g}" if suggestion else "no suggestion")
+    )
     return figure
 
 
-def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule,
-                       datamodule: L.LightningDataModule, out_dir: Path) -> dict:
+def find_learning_rate(
+    cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, out_dir: Path
+) -> dict:
     """Run the range test, write `lr_find.png` and `lr_find.csv` into `out_dir`, print the suggestion."""
     from digits_zoo.training.plots import save_figure
 
@@ -112,11 +123,25 @@ def find_learning_rate(cfg: DictConfig, trainer: L.Trainer, module: L.LightningM
         write_csv_atomically(out_dir / "lr_find.csv", [["lr", "loss", "smoothed"], *zip(lrs, losses, smooth(losses))])
         save_figure(curve_figure(lrs, losses, suggestion, cfg.model.name), out_dir / "lr_find.png")
         if suggestion is None:
-            log.info("Learning-rate range test: no suggestion from %d points (the loss never fell, or it "
-                     "diverged too early); see %s and widen lr_find_range", points, out_dir / "lr_find.png")
+            log.info(
+                "Learning-rate range test: no suggestion from %d points (the loss never fell, or it "
+                "diverged too early); see %s and widen lr_find_range",
+                points,
+                out_dir / "lr_find.png",
+            )
         else:
-            log.info("Learning-rate range test over %d steps: suggested optimizer.lr=%.2g (curve: %s); train with: "
-                     "python train.py model=%s optimizer.lr=%.2g",
-                     points, suggestion, out_dir / "lr_find.png", cfg.model.name, suggestion)
-    return {"lr_find": {"suggestion": suggestion, "points": points}, "trainer": trainer,
-            "module": module, "datamodule": datamodule}
+            log.info(
+                "Learning-rate range test over %d steps: suggested optimizer.lr=%.2g (curve: %s); train with: "
+                "python train.py model=%s optimizer.lr=%.2g",
+                points,
+                suggestion,
+                out_dir / "lr_find.png",
+                cfg.model.name,
+                suggestion,
+            )
+    return {
+        "lr_find": {"suggestion": suggestion, "points": points},
+        "trainer": trainer,
+        "module": module,
+        "datamodule": datamodule,
+    }

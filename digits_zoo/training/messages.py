@@ -35,7 +35,7 @@ def _missing_option(error: MissingConfigException) -> str:
     if not group or error.options is None:  # a missing primary config, not a group option
         return one_line(error).split(" Config search path:")[0]
     if (extra := PLUGIN_EXTRAS.get(error.missing_cfg_file)) is not None:
-        return f"{group}={option} is a Hydra plugin that is not installed; pip install -e \".[{extra}]\""
+        return f'{group}={option} is a Hydra plugin that is not installed; pip install -e ".[{extra}]"'
     hint = _did_you_mean(option, error.options)
     return f"unknown {group}={option}; {hint}{group} options: {', '.join(error.options)}"
 
@@ -43,8 +43,7 @@ def _missing_option(error: MissingConfigException) -> str:
 def _unknown_key(error: ConfigKeyError | ConfigAttributeError) -> str:
     parent, _, key = (error.full_key or "").rpartition(".")
     siblings = error.parent_node.keys() if error.parent_node is not None else []
-    hint = _did_you_mean(f"{parent}.{key}" if parent else key,
-                         [f"{parent}.{k}" if parent else k for k in siblings])
+    hint = _did_you_mean(f"{parent}.{key}" if parent else key, [f"{parent}.{k}" if parent else k for k in siblings])
     return f"unknown config key {error.full_key}; {hint}(to add a new key, write +{error.full_key}=...)"
 
 
@@ -59,11 +58,15 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, MissingConfigException):
         return _missing_option(error)
     if isinstance(error, HydraException):
-        if isinstance(error.__cause__, (ConfigKeyError, ConfigAttributeError)) and "not in struct" in str(error.__cause__):
+        if isinstance(error.__cause__, (ConfigKeyError, ConfigAttributeError)) and "not in struct" in str(
+            error.__cause__
+        ):
             return _unknown_key(error.__cause__)
         if match := re.match(r"Could not override '([\w/]+)'\. No match in the defaults list", str(error)):
-            return (f"{match[1]}= is not a config group of this command (eval.py takes a model only as model_source=); "
-                    "--help lists the groups it takes")
+            return (
+                f"{match[1]}= is not a config group of this command (eval.py takes a model only as model_source=); "
+                "--help lists the groups it takes"
+            )
         if isinstance(error, InstantiationException) and error.__cause__ is not None:
             cause = user_message(error.__cause__)  # e.g. a ConfigError raised by the data module
             if cause is not None:
@@ -75,14 +78,18 @@ def user_message(error: BaseException) -> str | None:
     lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")  # (not imported: not raised)
     if lightning_errors and isinstance(error, lightning_errors.MisconfigurationException):
         return f"Lightning: {one_line(error)}"  # its own word for a setting it refuses
-    if isinstance(error, ValueError) and _raised_by_lightning(error):  # its other word for one (val_check_interval, ...)
+    if isinstance(error, ValueError) and _raised_by_lightning(
+        error
+    ):  # its other word for one (val_check_interval, ...)
         return f"Lightning: {one_line(error)}"
     if isinstance(error, OmegaConfBaseException):
         key = getattr(error, "full_key", None)
         return f"{key}: {str(error).splitlines()[0]}" if key else str(error).splitlines()[0]
     if isinstance(error, OSError) and error.filename is not None:
-        return (f"cannot use {error.filename}: {error.strerror or one_line(error)} (check the path and its "
-                "permissions; a run's output folder is chosen with hydra.run.dir=DIR)")
+        return (
+            f"cannot use {error.filename}: {error.strerror or one_line(error)} (check the path and its "
+            "permissions; a run's output folder is chosen with hydra.run.dir=DIR)"
+        )
     return None
 
 
@@ -92,7 +99,7 @@ def _out_of_memory(error: BaseException) -> str | None:
     torch = sys.modules.get("torch")  # (not imported: not raised)
     text = str(error)
     gpu = torch is not None and isinstance(error, torch.OutOfMemoryError)
-    if not (gpu or isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+    if not (gpu or (isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))):
         return None
     what = "out of CPU memory" if "DefaultCPUAllocator" in text else "out of GPU memory"
     if amount := re.search(r"[Tt]ried to allocate (\d+) bytes", text):

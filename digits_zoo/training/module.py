@@ -18,8 +18,10 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from digits_zoo.data.contract import RECORD_KEY, DataModule, data_record
 from digits_zoo.data.mnist import batches_per_epoch
-from digits_zoo.training.divergence import DivergedError, check_losses, check_weights  # noqa: F401  (imported from here too)
 from digits_zoo.errors import ConfigError, check_number
+from digits_zoo.models.pretrained import trained_on
+from digits_zoo.models.registry import create_model
+from digits_zoo.training.divergence import DivergedError, check_losses, check_weights  # noqa: F401  (imported from here too)
 from digits_zoo.training.loop import (
     can_step_directly,
     grouped_steps,
@@ -28,8 +30,6 @@ from digits_zoo.training.loop import (
 )
 from digits_zoo.training.losses import LOSSES
 from digits_zoo.training.metrics import ConfidentMistakes
-from digits_zoo.models.registry import create_model
-from digits_zoo.models.pretrained import trained_on
 
 STAGES = ("train", "val", "test")
 _hiding = ContextVar("harmless_warnings_hidden", default=False)  # inside it: a filter added now ends with it
@@ -41,8 +41,9 @@ def harmless_warnings_hidden() -> Iterator[None]:
     Lightning's warnings that do not apply to it, hidden; the warning filters are as they were after."""
     with warnings.catch_warnings():
         # Lightning 2.6's own pytree helper still uses LeafSpec, which recent torch deprecates; harmless.
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                                category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+        )
         # Under DDP Lightning advises reducing epoch-level values across processes (sync_dist=True); ours
         # come from torchmetrics' compute(), which has already reduced them (step and epoch are the same
         # everywhere), and reducing again would only add a collective and rounding.
@@ -134,9 +135,13 @@ class DigitClassifier(L.LightningModule):
             rank_zero_info(f"Training loop: Lightning's own, one batch per step, for {', '.join(reasons)}{unused}")
         else:  # Lightning compares log_every_n_steps with its own steps (ours are batches) and warns
             if _hiding.get():  # (outside harmless_warnings_hidden() the filter would stay for good)
-                warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
-            rank_zero_info(f"Training loop: {group} batch{'es' if group > 1 else ''} per Lightning step "
-                           "(data.steps_per_execution), one optimiser step each")
+                warnings.filterwarnings(
+                    "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+                )
+            rank_zero_info(
+                f"Training loop: {group} batch{'es' if group > 1 else ''} per Lightning step "
+                "(data.steps_per_execution), one optimiser step each"
+            )
 
     @property
     def latest_loss(self) -> torch.Tensor | None:
@@ -155,13 +160,17 @@ class DigitClassifier(L.LightningModule):
         grouped = isinstance(batch[0], (list, tuple))
         if self.automatic_optimization:
             if grouped:
-                raise ConfigError("the training loader yields groups of batches, which only grouped steps take; "
-                                  "give this run's MNISTDataModule steps_per_execution=1")
+                raise ConfigError(
+                    "the training loader yields groups of batches, which only grouped steps take; "
+                    "give this run's MNISTDataModule steps_per_execution=1"
+                )
             x, y = batch
             logits = self.model(x)
             loss = self.loss_fn(logits, y)
             self._group_losses = loss.detach()[None]  # checked in on_train_batch_end
-            self._accumulate("train", self._group_losses, torch.full_like(self._group_losses, len(y)), logits.detach(), y)
+            self._accumulate(
+                "train", self._group_losses, torch.full_like(self._group_losses, len(y)), logits.detach(), y
+            )
             every = self.trainer.log_every_n_steps
             if every and (self.global_step + 1) % every == 0:  # only where Lightning will log it: a call costs ~1 ms
                 self.log("train/loss_step", self._group_losses[0], on_step=True, on_epoch=False)
@@ -171,7 +180,9 @@ class DigitClassifier(L.LightningModule):
         self._accumulate("train", self._group_losses, sizes, logits, y)
         return None
 
-    def _accumulate(self, stage: str, loss: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def _accumulate(
+        self, stage: str, loss: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
         """Add batches to the epoch's mean loss (weighted by batch size) and accuracy."""
         self.metrics[f"{stage}_loss"].update(loss, weight=weight)
         self.metrics[f"{stage}_acc"].update((logits.argmax(dim=1) == y).float())

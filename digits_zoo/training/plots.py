@@ -24,8 +24,9 @@ def class_labels(classes: list[str] | None, n: int) -> tuple[str, list[str]]:
     return "class", list(classes)
 
 
-def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion matrix", normalize: bool = False,
-                            classes: list[str] | None = None):
+def confusion_matrix_figure(
+    confusion: torch.Tensor, title: str = "Confusion matrix", normalize: bool = False, classes: list[str] | None = None
+):
     """True class on the rows, predicted class on the columns; counts, or shares of each row."""
     counts = confusion.cpu().double()
     n = counts.shape[0]
@@ -42,12 +43,24 @@ def confusion_matrix_figure(confusion: torch.Tensor, title: str = "Confusion mat
             text = f"{value:.2f}".lstrip("0") if normalize else f"{value:.0f}"
             if normalize and value == 0:
                 text = "0"
-            ax.text(pred, true, text, ha="center", va="center", fontsize=7 if len(text) > 3 else 8,
-                    color="white" if value > threshold else "black")
+            ax.text(
+                pred,
+                true,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7 if len(text) > 3 else 8,
+                color="white" if value > threshold else "black",
+            )
     noun, labels = class_labels(classes, n)
     kind = f" (share of each true {noun})" if normalize else ""
-    ax.set(xticks=range(n), yticks=range(n), xlabel=f"predicted {noun}", ylabel=f"true {noun}",
-           title=f"{title}{kind}, accuracy {100 * accuracy:.2f}%")
+    ax.set(
+        xticks=range(n),
+        yticks=range(n),
+        xlabel=f"predicted {noun}",
+        ylabel=f"true {noun}",
+        title=f"{title}{kind}, accuracy {100 * accuracy:.2f}%",
+    )
     ax.set_xticklabels(labels, rotation=45 if noun == "class" else 0, ha="right" if noun == "class" else "center")
     ax.set_yticklabels(labels)
     return fig
@@ -65,8 +78,13 @@ def per_class_accuracy_figure(confusion: torch.Tensor, classes: list[str] | None
     ax.axhline(100 * overall, color="tab:red", linestyle="--", linewidth=1, label=f"overall {100 * overall:.2f}%")
     low = max(0.0, 100 * per_class.min().item() - 5)
     noun, labels = class_labels(classes, len(per_class))
-    ax.set(xticks=range(len(per_class)), xlabel=f"true {noun}", ylabel="accuracy (%)", ylim=(low, 100.5),
-           title=f"Test accuracy per {noun}")
+    ax.set(
+        xticks=range(len(per_class)),
+        xlabel=f"true {noun}",
+        ylabel="accuracy (%)",
+        ylim=(low, 100.5),
+        title=f"Test accuracy per {noun}",
+    )
     ax.set_xticklabels(labels, rotation=45 if noun == "class" else 0, ha="right" if noun == "class" else "center")
     ax.legend(loc="lower right")
     return fig
@@ -89,8 +107,13 @@ def training_curves_figure(history: dict[int, dict[str, float]]):
     return fig
 
 
-def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, confidence: torch.Tensor,
-                    classes: list[str] | None = None):
+def mistakes_figure(
+    images: torch.Tensor,
+    true: torch.Tensor,
+    pred: torch.Tensor,
+    confidence: torch.Tensor,
+    classes: list[str] | None = None,
+):
     """The test images the model got wrong most confidently, in a grid with their labels. One
     picture of all the tiles on one set of axes: a set of axes per tile took 0.5 s to lay out and draw."""
     count = len(images)
@@ -109,8 +132,14 @@ def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor
         image = image.squeeze(0).float()
         image = (image - image.min()) / (image.max() - image.min()).clamp(min=1e-12)  # as imshow scales each image
         mosaic[top : top + height, left : left + width] = image
-        ax.text(left + width / 2, top - 1, f"{labels[t]} → {labels[p]}, {c:.2f}", ha="center", va="bottom",
-                fontsize=9 if noun == "digit" else 6)
+        ax.text(
+            left + width / 2,
+            top - 1,
+            f"{labels[t]} → {labels[p]}, {c:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=9 if noun == "digit" else 6,
+        )
     ax.imshow(mosaic.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if not count:
@@ -120,7 +149,9 @@ def mistakes_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor
 
 def write_confusion_csv(confusion: torch.Tensor, path: Path) -> None:
     counts = confusion.cpu().long().tolist()
-    write_csv_atomically(path, [["true\\predicted", *range(len(counts))], *([true, *row] for true, row in enumerate(counts))])
+    write_csv_atomically(
+        path, [["true\\predicted", *range(len(counts))], *([true, *row] for true, row in enumerate(counts))]
+    )
 
 
 def save_figure(figure, path: Path) -> None:
@@ -133,8 +164,9 @@ def save_figure(figure, path: Path) -> None:
     write_atomically(path, buffer.getbuffer())
 
 
-def save_run_plots(out_dir: str | Path, confusion: torch.Tensor, history: dict, mistakes: tuple,
-                   classes: list[str] | None = None) -> dict:
+def save_run_plots(
+    out_dir: str | Path, confusion: torch.Tensor, history: dict, mistakes: tuple, classes: list[str] | None = None
+) -> dict:
     """Write the run folder's pictures (PNG) and the confusion matrix (CSV); returns the figures
     by name (e.g. for TensorBoard). `mistakes` is (score, images, true, pred) as
     `digits_zoo.training.metrics.ConfidentMistakes` computes it: the rows that score -1 are right answers.

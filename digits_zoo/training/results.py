@@ -44,8 +44,11 @@ def _tested_on(r: dict) -> str:
 
 
 EVALUATION_COLUMNS = {  # a results.json of eval.py
-    "model": _show("model"), "source": _show("source"), "dataset": _tested_on,
-    "test images": _show("test_images", "{:,}"), "test accuracy": _show("test/acc", "{:.2%}"),
+    "model": _show("model"),
+    "source": _show("source"),
+    "dataset": _tested_on,
+    "test images": _show("test_images", "{:,}"),
+    "test accuracy": _show("test/acc", "{:.2%}"),
     "test loss": _show("test/loss", "{:.4f}"),
 }
 

@@ -48,17 +48,22 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
     if not folder.is_dir():
         raise ResumeError(f"resume={run}: no such folder; give the run folder of a train.py run, e.g. {EXAMPLE}")
     if check_overrides and (others := _other_overrides()):
-        raise ResumeError(f"resume={run} continues the run with its own config.yaml; drop the other overrides "
-                          f"({' '.join(others)})")
+        raise ResumeError(
+            f"resume={run} continues the run with its own config.yaml; drop the other overrides ({' '.join(others)})"
+        )
     config, checkpoint = folder / "config.yaml", folder / "checkpoints" / "last.ckpt"
     if not config.is_file():
         raise ResumeError(f"resume={run}: no config.yaml in this folder, so it is not a train.py run folder")
     if not checkpoint.is_file():
-        raise ResumeError(f"resume={run}: no checkpoints/last.ckpt, which is written when an epoch ends, so "
-                          "there is nothing to resume; train again without resume=")
+        raise ResumeError(
+            f"resume={run}: no checkpoints/last.ckpt, which is written when an epoch ends, so "
+            "there is nothing to resume; train again without resume="
+        )
     state = _read(checkpoint, lambda path: torch.load(path, map_location="cpu", weights_only=True))
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise ResumeError(f"resume={run}: {checkpoint} is not a Lightning checkpoint (no epoch); train again without resume=")
+        raise ResumeError(
+            f"resume={run}: {checkpoint} is not a Lightning checkpoint (no epoch); train again without resume="
+        )
     try:  # what predict, eval.py and export will read back from its checkpoints
         trained_on(state, checkpoint)
     except WeightsError as error:
@@ -69,8 +74,10 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
         raise ResumeError(f"resume={run}: its config.yaml is not a train.py configuration; train again without resume=")
     cfg = saved_config(cfg, f"resume={run}: its config.yaml")
     if Path(cfg.paths.output_dir).resolve() != folder.resolve():
-        raise ResumeError(f"resume={run}: this run was made in {cfg.paths.output_dir}, and its configuration names "
-                          "that folder for checkpoints and logs; move it back there to resume it")
+        raise ResumeError(
+            f"resume={run}: this run was made in {cfg.paths.output_dir}, and its configuration names "
+            "that folder for checkpoints and logs; move it back there to resume it"
+        )
     epoch, stopped_early = state["epoch"], _stopped_early(state)
     if stopped_early:  # Lightning would train on from the checkpoint: its training ended there
         cfg.trainer.max_epochs = epoch + 1
@@ -79,13 +86,19 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
 
 TRUSTED_VARIABLE = "DIGITS_ZOO_TRUSTED_TARGETS"
 # What a saved config.yaml may build: the targets of configs/ (a test checks that this holds them all)...
-TRUSTED_TARGETS = frozenset({
-    "digits_zoo.training.callbacks.progress_bar", "digits_zoo.training.checkpoints.ModelCheckpoint",
-    "digits_zoo.data.MNISTDataModule", "digits_zoo.leaderboard.LeaderboardCallback",
-    "digits_zoo.training.run_folders.RunFolderGuard", "digits_zoo.training.run.ConfigCheck",
-    "digits_zoo.training.workers.WatchedDDP", "lightning.pytorch.Trainer",
-    "datetime.timedelta",  # (ModelCheckpoint's train_time_interval)
-})
+TRUSTED_TARGETS = frozenset(
+    {
+        "digits_zoo.training.callbacks.progress_bar",
+        "digits_zoo.training.checkpoints.ModelCheckpoint",
+        "digits_zoo.data.MNISTDataModule",
+        "digits_zoo.leaderboard.LeaderboardCallback",
+        "digits_zoo.training.run_folders.RunFolderGuard",
+        "digits_zoo.training.run.ConfigCheck",
+        "digits_zoo.training.workers.WatchedDDP",
+        "lightning.pytorch.Trainer",
+        "datetime.timedelta",  # (ModelCheckpoint's train_time_interval)
+    }
+)
 # Where the targets of run folders made before the engine moved into digits_zoo.training now live:
 # a saved config.yaml that names the old place builds the same class from the new one
 MOVED_TARGETS = {
@@ -136,7 +149,8 @@ def check_targets(cfg: DictConfig, source: str) -> None:
         raise UntrustedConfigError(
             f"{source} names {', '.join(refused)}, which {'is' if len(refused) == 1 else 'are'} not on the list of what "
             "digits_zoo builds from a saved config (building it could run any code); use only run folders that you "
-            f"made, and to trust a target that you wrote, add it to {TRUSTED_VARIABLE} (docs/security.md)")
+            f"made, and to trust a target that you wrote, add it to {TRUSTED_VARIABLE} (docs/security.md)"
+        )
 
 
 def _targets(node, key: str):

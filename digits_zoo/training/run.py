@@ -19,18 +19,18 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.data.contract import check_data_module
+from digits_zoo.errors import ConfigError, check_count, check_number
+from digits_zoo.models.pretrained import load_pretrained
 from digits_zoo.training.callbacks import EpochSeed
 from digits_zoo.training.checkpoints import AtomicCheckpointIO
-from digits_zoo.training.messages import user_message
-from digits_zoo.errors import ConfigError, check_count, check_number
 from digits_zoo.training.figures import RunFigures
-from digits_zoo.training.results import loggers, markdown, report
 from digits_zoo.training.lr_find import find_learning_rate
+from digits_zoo.training.messages import user_message
 from digits_zoo.training.module import DigitClassifier, harmless_warnings_hidden
+from digits_zoo.training.results import loggers, markdown, report
 from digits_zoo.training.resume import Resume, keep_logged_epochs, load_resume
 from digits_zoo.training.run_folders import refuse
 from digits_zoo.training.stops import reporting_stops
-from digits_zoo.models.pretrained import load_pretrained
 from digits_zoo.writes import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -52,17 +52,19 @@ def check_accelerator(accelerator: str | None) -> None:
     """A GPU asked for where torch sees none: one line instead of Lightning's stack trace."""
     mps = str(accelerator) == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" takes Apple's too
     if str(accelerator) in ("gpu", "cuda") and not (torch.cuda.is_available() or mps):
-        raise ConfigError(f"trainer.accelerator={accelerator}, but torch sees no CUDA GPU here "
-                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use trainer=cpu, "
-                          "or the default trainer.accelerator=auto, which takes a GPU when there is one")
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}, but torch sees no CUDA GPU here "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use trainer=cpu, "
+            "or the default trainer.accelerator=auto, which takes a GPU when there is one"
+        )
 
 
 # Trainer arguments that train() sets itself (a value in cfg.trainer would be silently replaced), and where they come from
 SET_BY_TRAIN = {
     "callbacks": "callbacks come from the callbacks group: add one with +callbacks.NAME._target_=CLASS "
-                 "(and +callbacks.NAME.ARG=VALUE for its arguments)",
+    "(and +callbacks.NAME.ARG=VALUE for its arguments)",
     "logger": "loggers come from the logger group: logger=csv, tensorboard or mlflow, logger=[csv,tensorboard], or "
-              "~logger for none",
+    "~logger for none",
     "plugins": "train.py sets the Trainer's plugins itself (its atomic checkpoint writing)",
 }
 
@@ -73,8 +75,10 @@ def check_config(cfg: DictConfig, datamodule) -> None:
     check_data_module(datamodule)
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
     if cfg.trainer.get("limit_test_batches", 1) == 0:  # Lightning would skip trainer.test, which results.json reports
-        raise ConfigError("trainer.limit_test_batches=0 would skip the test that every run ends with (results.json and "
-                          "the leaderboard report it); keep it above 0, and compare recipes by best_val/acc")
+        raise ConfigError(
+            "trainer.limit_test_batches=0 would skip the test that every run ends with (results.json and "
+            "the leaderboard report it); keep it above 0, and compare recipes by best_val/acc"
+        )
     for key, source in SET_BY_TRAIN.items():
         if key in cfg.trainer:
             raise ConfigError(f"trainer.{key} would be ignored: {source}")
@@ -193,10 +197,14 @@ def _module(cfg: DictConfig, datamodule, resume: Resume | None) -> DigitClassifi
         **cfg.optimizer,
     )
     if module.model.num_classes != datamodule.num_classes:
-        raise ConfigError(f"{cfg.model.name} has {module.model.num_classes} classes and {datamodule.dataset_cls.__name__} "
-                          f"{datamodule.num_classes}; set model.kwargs.num_classes={datamodule.num_classes}")
+        raise ConfigError(
+            f"{cfg.model.name} has {module.model.num_classes} classes and {datamodule.dataset_cls.__name__} "
+            f"{datamodule.num_classes}; set model.kwargs.num_classes={datamodule.num_classes}"
+        )
     if cfg.model.get("pretrained") and not resume:  # a resumed run's weights come from its checkpoint
-        load_pretrained(module.model, cfg.model.name, cfg.model.pretrained, fresh_head=cfg.model.get("reset_head", False))
+        load_pretrained(
+            module.model, cfg.model.name, cfg.model.pretrained, fresh_head=cfg.model.get("reset_head", False)
+        )
         if cfg.model.get("reset_head"):
             module.model.reset_classifier(module.model.num_classes)
     return module
@@ -207,8 +215,10 @@ def _trainer(cfg: DictConfig, datamodule, resume: Resume | None) -> tuple[L.Trai
     Timer (training time, carried over a resume in the checkpoint)."""
     validation = datamodule.has_validation
     if cfg.get("optimized_metric") and (cfg.optimized_metric != "val/acc" or not validation):
-        raise ConfigError(f"optimized_metric={cfg.optimized_metric}: a search maximises the best epoch's val/acc, "
-                          "which needs a validation split; keep data.val_size above 0 (the test set never chooses)")
+        raise ConfigError(
+            f"optimized_metric={cfg.optimized_metric}: a search maximises the best epoch's val/acc, "
+            "which needs a validation split; keep data.val_size above 0 (the test set never chooses)"
+        )
     run_loggers = loggers(cfg)
     if resume:
         keep_logged_epochs(run_loggers, resume.epoch)
@@ -230,7 +240,9 @@ def _fit(trainer: L.Trainer, module: DigitClassifier, datamodule, resume: Resume
             warnings.filterwarnings("ignore", message=".* directory .* exists and is not empty")
         # weights_only: loading a checkpoint never runs pickled code
         with reporting_stops(trainer, out_dir):  # SIGTERM, Ctrl+C: one line that says how to go on
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None, weights_only=True)
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=resume.checkpoint if resume else None, weights_only=True
+            )
 
 
 def _weights_to_test(trainer: L.Trainer, out_dir: Path) -> tuple[str, ModelCheckpoint | None]:
@@ -258,17 +270,28 @@ def _test(cfg: DictConfig, trainer: L.Trainer, module: DigitClassifier, datamodu
     with reporting_stops(trainer, out_dir), warnings.catch_warnings():
         if averaging:  # (Lightning's advice to pass the callback that wrote the checkpoint)
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
-        (test_metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
-                                       weights_only=True)
+        (test_metrics,) = trainer.test(
+            module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+        )
     return test_metrics
 
 
-def _results(cfg: DictConfig, trainer: L.Trainer, module: DigitClassifier, datamodule, test_metrics: dict, best: str,
-             ranking: ModelCheckpoint | None, train_seconds: float) -> dict:
+def _results(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: DigitClassifier,
+    datamodule,
+    test_metrics: dict,
+    best: str,
+    ranking: ModelCheckpoint | None,
+    train_seconds: float,
+) -> dict:
     """The run's results.json."""
     ranked = ranking is not None and bool(best)  # else the final (or averaged) weights were tested
     # counted from 1: the epoch after which the tested weights were saved
-    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranked else trainer.current_epoch
+    best_epoch = (
+        torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranked else trainer.current_epoch
+    )
     return {
         "model": cfg.model.name,
         "dataset": datamodule.dataset_cls.__name__,

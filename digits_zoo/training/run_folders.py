@@ -133,7 +133,9 @@ class RunFolderGuard(Callback):
         if rank_zero_only.rank != 0:  # DDP: the other processes work in the folder process zero claimed
             return
         folder = Path(config.hydra.run.dir)
-        named = config.get("resume") or any(o.lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+        named = config.get("resume") or any(
+            o.lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra
+        )
         try:
             if named:
                 self._claim_named(config, folder)
@@ -147,11 +149,15 @@ class RunFolderGuard(Callback):
         resume = config.get("resume")
 
         def taken(holder) -> str:
-            return (f"{folder} is in use by {holder} (one run per folder); wait for it to end, or choose another "
-                    "folder with hydra.run.dir=DIR")
+            return (
+                f"{folder} is in use by {holder} (one run per folder); wait for it to end, or choose another "
+                "folder with hydra.run.dir=DIR"
+            )
 
-        finished = f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default " \
-                   f"each run gets its own dated folder), or continue a stopped run with {shlex.quote(hydra_override('resume', str(folder)))}"
+        finished = (
+            f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default "
+            f"each run gets its own dated folder), or continue a stopped run with {shlex.quote(hydra_override('resume', str(folder)))}"
+        )
         # looked at before the claim, which writes its lock file
         if holder := in_use_by(folder):
             refuse(taken(holder))
@@ -162,9 +168,11 @@ class RunFolderGuard(Callback):
         elif foreign(folder):
             names = sorted(path.name for path in folder.iterdir())
             held = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-            refuse(f"{folder} is not empty and is not a train.py run folder (it holds {held}); a run writes its "
-                   "config.yaml, checkpoints and logs there, so choose a new or empty folder with hydra.run.dir=DIR "
-                   "(by default each run gets its own dated folder)")
+            refuse(
+                f"{folder} is not empty and is not a train.py run folder (it holds {held}); a run writes its "
+                "config.yaml, checkpoints and logs there, so choose a new or empty folder with hydra.run.dir=DIR "
+                "(by default each run gets its own dated folder)"
+            )
         try:
             claim(folder)
         except FolderTaken as holder:

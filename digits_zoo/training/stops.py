@@ -67,7 +67,9 @@ def _signal_of(stop: BaseException) -> int | None:
 
     if isinstance(stop, (SIGTERMException, Terminated)):
         return signal.SIGTERM
-    if isinstance(stop, KeyboardInterrupt) or (isinstance(stop, SystemExit) and isinstance(stop.__context__, KeyboardInterrupt)):
+    if isinstance(stop, KeyboardInterrupt) or (
+        isinstance(stop, SystemExit) and isinstance(stop.__context__, KeyboardInterrupt)
+    ):
         return signal.SIGINT  # Lightning's sys.exit(1) after its graceful shutdown, or Ctrl+C outside its guard
     return None
 
@@ -101,7 +103,9 @@ def _ending(trainer) -> bool:
     epochs, batches = trainer.fit_loop.epoch_progress.current, trainer.fit_loop.epoch_loop.batch_progress
     if epochs.started <= epochs.completed:  # between epochs
         return False
-    return epochs.processed > epochs.completed or (batches.is_last_batch and batches.current.completed == batches.current.ready)
+    return epochs.processed > epochs.completed or (
+        batches.is_last_batch and batches.current.completed == batches.current.ready
+    )
 
 
 def stopped_outside(stop: KeyboardInterrupt | Terminated) -> RunStopped:
@@ -113,13 +117,17 @@ def stopped_outside(stop: KeyboardInterrupt | Terminated) -> RunStopped:
         return RunStopped(f"{_name(signum)} before the run started", 128 + signum)
     folder = Path(HydraConfig.get().runtime.output_dir)
     if (folder / "results.json").is_file():
-        return RunStopped(f"{_name(signum)} after the run had finished; its results are in {folder / 'results.json'}",
-                          128 + signum)
+        return RunStopped(
+            f"{_name(signum)} after the run had finished; its results are in {folder / 'results.json'}", 128 + signum
+        )
     try:
         return _stopped(signum, folder, "outside training and the test")
     except Exception:  # the signal came in the middle of an import, and what it left half-done fails now
-        return RunStopped(f"{_name(signum)} while the run was starting; checkpoints/last.ckpt is as it was, and "
-                          f"{_command(folder)} continues from it", 128 + signum)
+        return RunStopped(
+            f"{_name(signum)} while the run was starting; checkpoints/last.ckpt is as it was, and "
+            f"{_command(folder)} continues from it",
+            128 + signum,
+        )
 
 
 def _name(signum: int) -> str:
@@ -195,21 +203,26 @@ def how_to_go_on(state: RunState, finished: int | None = 0, fix: str = "") -> st
     then = f"; {fix}, then" if fix else ", and"
     command = _command(state.folder)
     if done >= total:  # resume= then skips the training (Lightning: max_epochs reached) and tests
-        return (f"training had finished ({held}){then} {command} runs the test and writes results.json without "
-                "training again")
+        return (
+            f"training had finished ({held}){then} {command} runs the test and writes results.json without "
+            "training again"
+        )
     return f"{held}{then} the run goes on from there with: {command}"
 
 
-def _stopped(signum: int, run_dir: str | Path, where: str, finished: int = 0, max_epochs: int | None = None,
-             ending: bool = False) -> RunStopped:
+def _stopped(
+    signum: int, run_dir: str | Path, where: str, finished: int = 0, max_epochs: int | None = None, ending: bool = False
+) -> RunStopped:
     """The line for a stop by `signum` of the run in `run_dir`, `where` it came. `finished`: the epochs
     the trainer had finished; `max_epochs` for a stop in training, whose epoch the line then names;
     `ending`: that epoch's training had run, and it was ending (its validation, its checkpoints)."""
     state, training = run_state(run_dir), max_epochs is not None
     if training and state.problem is None:
         if ending and (state.done or 0) <= finished:  # its last.ckpt not written yet
-            where = f"during training, at the end of epoch {finished + 1} of {max_epochs}, before its checkpoint " \
-                    "was written"
+            where = (
+                f"during training, at the end of epoch {finished + 1} of {max_epochs}, before its checkpoint "
+                "was written"
+            )
             finished = None  # (the epoch had finished, but nothing holds it)
         elif state.done is None:
             where = f"during training, in epoch {finished + 1} of {max_epochs}"

@@ -17,9 +17,10 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch.distributed
 from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
@@ -49,7 +50,9 @@ class WatchedDDP(DDPStrategy):
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
         if type(self._launcher) is _SubprocessScriptLauncher:  # start_method="popen", the default
-            self._launcher = WatchingLauncher(self.cluster_environment, self.num_processes, self.num_nodes, self.timeout_s)
+            self._launcher = WatchingLauncher(
+                self.cluster_environment, self.num_processes, self.num_nodes, self.timeout_s
+            )
 
 
 class WatchingLauncher(_SubprocessScriptLauncher):
@@ -165,7 +168,9 @@ class _Observer(_ChildProcessObserver):
 def _from_torch_distributed(error: RuntimeError) -> bool:
     # gloo raises plain RuntimeErrors too: "[.../gloo/...] Read error", "Application timeout caused pair closure"
     text = str(error)
-    return isinstance(error, torch.distributed.DistError) or any(word in text for word in ("gloo", "NCCL", "pair closure"))
+    return isinstance(error, torch.distributed.DistError) or any(
+        word in text for word in ("gloo", "NCCL", "pair closure")
+    )
 
 
 def _timed_out(error: RuntimeError | None) -> bool:

@@ -32,7 +32,9 @@ def main() -> None:
     test = MNIST(default_data_dir(), train=False, download=False)
     seven, two, one = (test.data[i].numpy() for i in (0, 1, 2))  # the test set's first three: a 7, a 2, a 1
     assert [int(test.targets[i]) for i in (0, 1, 2)] == [7, 2, 1]
-    picture(seven, (480, 360), (140, 60, 220), (25, 25, 30), (250, 250, 248)).save(HERE / "seven_on_paper.jpg", quality=85)
+    picture(seven, (480, 360), (140, 60, 220), (25, 25, 30), (250, 250, 248)).save(
+        HERE / "seven_on_paper.jpg", quality=85
+    )
     picture(two, (400, 400), (60, 110, 240), (30, 50, 160), (242, 234, 210)).save(HERE / "two_blue_ink.png")
     picture(one, (300, 300), (200, 30, 70), (255, 255, 255), (0, 0, 0)).save(HERE / "one_on_black.png")
     (HERE / "notes.png").write_text("not a picture: notes about the three above\n")
