@@ -65,23 +65,16 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny_data"))
 
 
+def tiny_overrides(data_dir: Path) -> list[str]:
+    """The overrides of a CPU run on the tiny data set in `data_dir` (the `tiny_data` fixture's)."""
+    return [f"data.data_dir={data_dir}", "data.download=false", "data.val_size=200", "trainer.accelerator=cpu"]
+
+
 def compose_tiny_run(data_dir: Path, output_dir: Path, *overrides: str):
     """`configs/train.yaml` for a short CPU run on `data_dir`, writing to `output_dir`."""
+    quiet = ["trainer.max_epochs=2", "+trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                f"data.data_dir={data_dir}",
-                "data.download=false",
-                "data.val_size=200",
-                "trainer.max_epochs=2",
-                "trainer.accelerator=cpu",
-                "+trainer.enable_model_summary=false",
-                "trainer.log_every_n_steps=1",
-                f"paths.output_dir={output_dir}",
-                *overrides,
-            ],
-        )
+        return compose("train", [*tiny_overrides(data_dir), *quiet, f"paths.output_dir={output_dir}", *overrides])
 
 
 @pytest.fixture

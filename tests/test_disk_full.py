@@ -28,7 +28,7 @@ import torch
 from digits_zoo import writes
 from digits_zoo.training import messages
 from digits_zoo.training.resume import _complete_rows
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_overrides
 from tests.test_signals import run_command
 
 # keras_cnn's checkpoints are 6.1 MB: a best-epochNN.ckpt and a last.ckpt, and the new last.ckpt's
@@ -39,10 +39,7 @@ SIZES = r"\(it needs (?P<needed>[\d.]+) MB; (?P<free>[\d.]+) MB free\)"
 
 def train_process(tiny_data: Path, cwd: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
     args = [
-        f"data.data_dir={tiny_data}",
-        "data.download=false",
-        "data.val_size=200",
-        "trainer.accelerator=cpu",
+        *tiny_overrides(tiny_data),
         "+trainer.enable_model_summary=false",
         f"hydra.run.dir={run}",
         *overrides,
@@ -156,12 +153,8 @@ def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
     monkeypatch.chdir(tmp_path)
 
     def run(*overrides: str) -> tuple[int, str]:
-        monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # restored after the test: train.py sets it
         args = [
-            f"data.data_dir={tiny_data}",
-            "data.download=false",
-            "data.val_size=200",
-            "trainer.accelerator=cpu",
+            *tiny_overrides(tiny_data),
             "+trainer.enable_model_summary=false",
             "hydra.run.dir=run",
             *overrides,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from digits_zoo import list_models
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_overrides
 
 # a block of the section whose first line names the file it is: "# digits_zoo/models/tiny_cnn.py"
 FILE_BLOCK = re.compile(r"^```\w+\n# (?P<path>\S+\.(?:py|yaml))\n(?P<code>.*?)^```", re.DOTALL | re.MULTILINE)
@@ -65,11 +65,8 @@ def test_a_model_in_two_files_trains_and_passes_the_fast_tier(tiny_data, tmp_pat
     trained = run(
         "train.py",
         f"model={name}",
-        f"data.data_dir={tiny_data}",
-        "data.download=false",
-        "data.val_size=200",
+        *tiny_overrides(tiny_data),
         "trainer.max_epochs=1",
-        "trainer.accelerator=cpu",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert trained.returncode == 0, trained.stderr

@@ -18,7 +18,7 @@ import digits_zoo
 from digits_zoo.cli import one_line_errors, register_resolvers
 from digits_zoo.errors import ConfigError
 from digits_zoo.evaluate import evaluate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_overrides
 from tests.process_state import changes, state
 from tests.test_evaluate import eval_cfg
 
@@ -95,14 +95,7 @@ def test_fit_and_evaluate_leave_the_process_as_it_was_and_hide_harmless_warnings
         # 2 Lightning steps of 16 batches (data.steps_per_execution), fewer than log_every_n_steps=50
         run = digits_zoo.fit(
             "single_dense",
-            [
-                f"data.data_dir={tiny_data}",
-                "data.download=false",
-                "data.val_size=200",
-                "trainer.max_epochs=1",
-                "trainer.accelerator=cpu",
-                f"hydra.run.dir={tmp_path / 'run'}",
-            ],
+            [*tiny_overrides(tiny_data), "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
         )
         evaluate(eval_cfg(run.run_dir, tiny_data, tmp_path / "eval"))
         after = state()
