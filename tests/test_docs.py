@@ -114,8 +114,12 @@ def test_the_layout_in_the_contributors_page_names_every_module_where_it_is():
     code = {
         str(path.relative_to(ROOT)) for pattern in ("*.py", "*.html") for path in (ROOT / "digits_zoo").rglob(pattern)
     }
+    # a module of the zoo's models needs no line of its own: a model is two files (docs/contributing.md)
+    zoo = {p for p in code if p.startswith("digits_zoo/models/") and "@register_model" in (ROOT / p).read_text()}
     named = layout_entries(ROOT / "docs" / "contributing.md")
-    assert sorted(code - named - {p for p in code if p.endswith("__init__.py")}) == []  # each named where it is...
+    assert (
+        sorted(code - named - zoo - {p for p in code if p.endswith("__init__.py")}) == []
+    )  # each named where it is...
     assert [n for n in sorted(named) if not (ROOT / n).exists()] == []  # ...and nothing that is not there
 
 
