@@ -29,22 +29,16 @@ def eval_cfg(source, data_dir, output_dir, *overrides):
         )
 
 
+def eval_py(data_dir, out, *overrides: str) -> subprocess.CompletedProcess:
+    """`python eval.py OVERRIDES` on the tiny data in `data_dir`, its folder `out`."""
+    args = [*overrides, f"data.data_dir={data_dir}", "data.download=false", f"hydra.run.dir={out}"]
+    return subprocess.run([sys.executable, "eval.py", *args], cwd=ROOT, capture_output=True, text=True)
+
+
 @pytest.mark.slow  # a real eval.py process
 def test_eval_py_tests_a_run_folder_as_its_training_did(standardized_run, tiny_data, tmp_path):
     out = tmp_path / "eval"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "eval.py",
-            f"model_source={standardized_run}",
-            f"data.data_dir={tiny_data}",
-            "data.download=false",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = eval_py(tiny_data, out, f"model_source={standardized_run}")
     assert result.returncode == 0, result.stderr
     trained, evaluated = (json.loads((folder / "results.json").read_text()) for folder in (standardized_run, out))
     # the same best checkpoint on the same test images, standardised with the mean and std of training
@@ -169,20 +163,7 @@ def test_allow_other_dataset_tests_there_and_records_both_datasets(fashion_run, 
 )
 def test_a_key_eval_does_not_use_is_refused_in_one_line(override, named, tiny_data, tmp_path):
     out = tmp_path / "eval"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "eval.py",
-            "model_source=single_dense",
-            override,
-            f"data.data_dir={tiny_data}",
-            "data.download=false",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = eval_py(tiny_data, out, "model_source=single_dense", override)
     (line,) = result.stderr.strip().splitlines()
     if named is None:
         assert result.returncode == 1 and line == (
