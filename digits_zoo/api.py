@@ -23,8 +23,9 @@ from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig, open_dict
 
-from digits_zoo.cli import register_resolvers, user_message
+from digits_zoo.cli import register_resolvers
 from digits_zoo.errors import ConfigError
+from digits_zoo.training.messages import user_message
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # train.py's, in the checkout
 
