@@ -6,10 +6,17 @@ models (`digits_zoo.models`: the zoo, its registry and shipped weights) and the 
 (`digits_zoo.data`); everything may use `digits_zoo.errors` and `digits_zoo.writes`.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from digits_zoo.models import create_model, list_models, register_model
 from digits_zoo.models.pretrained import list_pretrained, pretrained_info
 
-__all__ = ["create_model", "fit", "list_models", "list_pretrained", "pretrained_info", "register_model"]
+try:
+    __version__ = version("digits_zoo")
+except PackageNotFoundError:  # a checkout on sys.path, not installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__", "create_model", "fit", "list_models", "list_pretrained", "pretrained_info", "register_model"]
 
 
 def __getattr__(name: str):

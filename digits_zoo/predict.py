@@ -23,7 +23,14 @@ from PIL import Image
 
 from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
 from digits_zoo.errors import one_line
-from digits_zoo.models.pretrained import WeightsError, holds_code, manifest, pretrained_info, resolve_checkpoint
+from digits_zoo.models.pretrained import (
+    WeightsError,
+    holds_code,
+    manifest,
+    pretrained_info,
+    resolve_checkpoint,
+    shipped_names,
+)
 from digits_zoo.training.plots import class_labels
 
 
@@ -90,6 +97,10 @@ def load_trained(source: str | Path) -> Trained:
         network = create_model(str(source), pretrained=True).eval()
         normalization = (info["input"]["mean"], info["input"]["std"]) if info["input"]["mean"] is not None else None
         return Trained(network, str(source), info["classes"], {"model": str(source)}, normalization, info["dataset"])
+    if not Path(source).expanduser().exists():
+        raise WeightsError(
+            f"{source}: no such checkpoint file, run folder or shipped model; {shipped_names(str(source))}"
+        )
     from digits_zoo.training.module import DigitClassifier  # imports Lightning: only for checkpoints
 
     checkpoint = resolve_checkpoint(source)

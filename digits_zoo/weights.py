@@ -20,6 +20,7 @@ from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.models import pretrained
 from digits_zoo.models.pretrained import (
     manifest,
+    pretrained_info,
     read_checkpoint,
     resolve_checkpoint,
     run_state_dict,
@@ -92,10 +93,27 @@ def ship_run(run_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Ship a train.py run's tested weights with the package.")
-    parser.add_argument("command", choices=["export"])
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_FOLDER")
+    parser = argparse.ArgumentParser(
+        prog="python -m digits_zoo.weights",
+        description="The weights shipped with the package: list them, describe one, or ship a run's.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the shipped models, with their dataset and test accuracy")
+    commands.add_parser("info", help="a shipped model's record (JSON)").add_argument("name", metavar="MODEL")
+    ship = commands.add_parser("export", help="ship a train.py run's tested weights (maintainers)")
+    ship.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_FOLDER")
     args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, entry in manifest().items():
+            print(f"{name:<16} {entry['dataset']:<14} {100 * entry['test_acc']:.2f}%  {entry['params']:>9,} parameters")
+        return 0
+    if args.command == "info":
+        try:
+            print(json.dumps(pretrained_info(args.name), indent=2))
+        except DigitsZooError as error:
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            return 1
+        return 0
     for run_dir in args.run_dirs:
         try:
             entry = ship_run(run_dir)

@@ -29,7 +29,7 @@ pytest.importorskip("fastapi", reason="the demo extra is not installed: pip inst
 pytest.importorskip("httpx2", reason="FastAPI's TestClient needs httpx2: pip install -e '.[dev]'")
 from fastapi.testclient import TestClient
 
-from digits_zoo import demo
+from digits_zoo import demo, list_pretrained
 from digits_zoo.demo import (
     MAX_BODY,
     MAX_READINGS,
@@ -280,7 +280,10 @@ def test_a_bad_checkpoint_is_one_line_and_exit_code_1(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip() == f"error: {tmp_path / 'missing.ckpt'}: no such checkpoint file or run folder"
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'missing.ckpt'}: no such checkpoint file, run folder or shipped model; "
+        f"shipped: {', '.join(list_pretrained())}"
+    )
 
 
 def test_without_the_demo_extra_it_says_how_to_install_it(monkeypatch, capsys):

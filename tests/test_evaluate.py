@@ -9,9 +9,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from digits_zoo import list_pretrained
 from digits_zoo.evaluate import TAKES, evaluate
 from digits_zoo.models.pretrained import manifest
 from tests.conftest import CONFIGS, ROOT
+
+SHIPPED = ", ".join(list_pretrained())  # (how a line that names no model lists them)
 
 
 def eval_cfg(source, data_dir, output_dir, *overrides):
@@ -71,8 +74,14 @@ def test_without_the_recorded_normalization_the_same_weights_score_otherwise(
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("no/such/run", "error: no/such/run: no such checkpoint file or run folder"),
-        ("vgg_bnn", "error: vgg_bnn: no such checkpoint file or run folder"),
+        (
+            "no/such/run",
+            f"error: no/such/run: no such checkpoint file, run folder or shipped model; shipped: {SHIPPED}",
+        ),
+        (
+            "vgg_bnn",
+            f"error: vgg_bnn: no such checkpoint file, run folder or shipped model; did you mean vgg_bn? shipped: {SHIPPED}",
+        ),
     ],
 )
 def test_a_source_that_is_not_a_model_is_one_line(source, expected, tiny_data, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import digits_zoo.export as export_module
-from digits_zoo import create_model, list_models
+from digits_zoo import create_model, list_models, list_pretrained
 from digits_zoo.export import export_onnx, main, parity, write_onnx
 from digits_zoo.models.pretrained import manifest
 from digits_zoo.predict import load_trained
@@ -104,7 +104,9 @@ def test_without_the_export_extra_it_is_one_line(monkeypatch, tmp_path, capsys):
 
 def test_an_unknown_source_is_one_line(tmp_path, capsys):
     assert main(["no_such_model", "--out", str(tmp_path / "x.onnx")]) == 1
-    assert capsys.readouterr().err == "error: no_such_model: no such checkpoint file or run folder\n"
+    assert capsys.readouterr().err == (
+        f"error: no_such_model: no such checkpoint file, run folder or shipped model; shipped: {', '.join(list_pretrained())}\n"
+    )
 
 
 @pytest.mark.real_data

@@ -19,6 +19,7 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from digits_zoo import list_pretrained
 from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
 from digits_zoo.predict import load_model, load_trained, main, resolve_checkpoint
@@ -448,3 +449,11 @@ def test_mnist_test_digits_as_photos_keep_their_labels(real_data_dir, make_cfg, 
     with capsys.disabled():
         print(f"\nphotos of MNIST test digits predicted right: {share:.0%} of {len(files)}")
     assert share >= 0.9, list(zip(files, expected, predicted))
+
+
+def test_a_mistyped_model_name_says_which_shipped_one_was_meant(pictures, capsys):
+    assert main([str(pictures["seven.png"]), "--model", "vgg"]) == 2  # (the model could not be loaded)
+    assert capsys.readouterr().err == (
+        "error: vgg: no such checkpoint file, run folder or shipped model; did you mean vgg_bn? "
+        f"shipped: {', '.join(list_pretrained())}\n"
+    )

@@ -100,7 +100,9 @@ def test_shipped_weights_are_tensors_only_and_describe_themselves(name):
     assert info["classes"][7] == "7 - seven" and info["input"]["shape"] == [1, 28, 28] and info["input"]["mean"] is None
     assert info["dataset"] == "MNIST" and info["train_seconds"] > 0 and info["command"].startswith("python train.py")
     assert info["input"]["output"] == f"logits; probabilities through {model.output_activation}"
-    with pytest.raises(WeightsError, match="no shipped weights for 'lenet'; shipped: flatten_mlp"):
+    with pytest.raises(
+        WeightsError, match="no shipped weights for 'lenet'; did you mean lenet5\\? shipped: flatten_mlp"
+    ):
         pretrained_info("lenet")
 
 
@@ -210,3 +212,26 @@ def test_fine_tuning_starts_from_the_pretrained_features(make_cfg):
     shipped = create_model("lenet5", pretrained=True).state_dict()
     changed = [k for k, v in output["module"].model.state_dict().items() if not torch.equal(v, shipped[k])]
     assert changed and any(not k.startswith("head.") for k in changed)
+
+
+def test_the_weights_command_lists_and_describes_the_shipped_models(capsys):
+    import json
+
+    assert weights_module.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == SHIPPED_MODELS
+    assert f"{100 * manifest()['vgg_bn']['test_acc']:.2f}%" in lines[SHIPPED_MODELS.index("vgg_bn")]
+    assert weights_module.main(["info", "lenet5"]) == 0
+    assert json.loads(capsys.readouterr().out) == manifest()["lenet5"]
+    assert weights_module.main(["info", "vgg_bnn"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: no shipped weights for 'vgg_bnn'; did you mean vgg_bn? shipped: {', '.join(SHIPPED_MODELS)}\n"
+    )
+
+
+def test_the_package_says_its_version():
+    from importlib.metadata import version
+
+    import digits_zoo
+
+    assert digits_zoo.__version__ == version("digits_zoo")

@@ -10,6 +10,7 @@ are Lightning's, read with `torch.load(weights_only=True)`: loading never runs p
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -45,8 +46,15 @@ def pretrained_info(name: str) -> dict:
     (`macs`), recipe (`command`, `seed`, `epochs`, `train_seconds`), `test_acc`, `test_loss`."""
     entry = manifest().get(name)
     if entry is None:
-        raise WeightsError(f"no shipped weights for {name!r}; shipped: {', '.join(list_pretrained()) or 'none'}")
+        raise WeightsError(f"no shipped weights for {name!r}; {shipped_names(name)}")
     return entry
+
+
+def shipped_names(meant: str) -> str:
+    """The shipped models' names, the one closest to `meant` first if one is close: for an error line."""
+    shipped = list_pretrained()
+    close = difflib.get_close_matches(meant, shipped, n=1)
+    return f"{f'did you mean {close[0]}? ' if close else ''}shipped: {', '.join(shipped) or 'none'}"
 
 
 def trained_on(checkpoint: dict, source: str | Path | None = None) -> tuple[str, tuple[float, float] | None]:
