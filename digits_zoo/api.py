@@ -23,11 +23,9 @@ from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig, open_dict
 
-from digits_zoo.cli import register_resolvers
+from digits_zoo.cli import config_dir, register_resolvers
 from digits_zoo.errors import ConfigError
 from digits_zoo.training.messages import user_message
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # train.py's, in the checkout
 
 
 @dataclass
@@ -43,15 +41,10 @@ class Fit:
 
 
 def compose_train_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """`configs/train.yaml` with Hydra overrides, its `hydra` node included, as `train.py` composes it."""
-    if not (CONFIG_DIR / "train.yaml").is_file():
-        raise ConfigError(
-            f"no {CONFIG_DIR / 'train.yaml'}: digits_zoo.fit needs the checkout's configs/ "
-            "(install digits_zoo with pip install -e from a clone)"
-        )
+    """`configs/train.yaml` with Hydra overrides, its `hydra` node included, as `digits-zoo train` composes it."""
     register_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
             return compose("train", overrides=list(overrides), return_hydra_config=True)
     except Exception as error:  # an unknown option or key, bad override syntax: the command line's one line
         message = user_message(error)

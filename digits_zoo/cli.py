@@ -1,4 +1,5 @@
-"""Running a Hydra entry point so that mistakes a user can fix end in one line, not a stack trace.
+"""The Hydra commands (`digits-zoo train|eval`, train.py, eval.py), run so that mistakes a user can fix
+end in one line, not a stack trace.
 
 Hydra reports its own errors (an unknown config group option, key or override syntax) over several
 lines, and everything else as a stack trace. `one_line_errors` lets Hydra raise instead and prints
@@ -24,6 +25,51 @@ from digits_zoo.training.messages import user_message
 from digits_zoo.training.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
+
+
+def config_dir() -> Path:
+    """The configs train and eval compose: a checkout's configs/ (a clone, an editable install), else the
+    copy that an installed wheel carries inside the package (pyproject.toml maps one to the other)."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "configs"
+    return checkout if (checkout / "train.yaml").is_file() else package / "configs"
+
+
+def train_job(cfg) -> float | None:
+    """`digits-zoo train`'s job. Returns the best epoch's val/acc (None without a validation split):
+    what a Hydra sweeper such as hparams_search=mlp_optuna maximises."""
+    with one_line_errors():
+        from digits_zoo.training.run import train
+
+        freeze_imports()
+        metrics = train(cfg).get("metrics")  # (lr_find=true trains nothing)
+        return metrics and metrics["best_val/acc"]
+
+
+def eval_job(cfg) -> None:
+    """`digits-zoo eval`'s job."""
+    with one_line_errors():
+        from digits_zoo.evaluate import evaluate
+
+        freeze_imports()
+        evaluate(cfg)
+
+
+def hydra_command(name: str, argv: list[str]) -> int:
+    """`digits-zoo train ARGS` or `digits-zoo eval ARGS` (and train.py, eval.py): Hydra's command line
+    (overrides, -m, --help, --cfg job, ...) on `configs/NAME.yaml`; 0 when it ends well."""
+    import hydra
+
+    register_resolvers()  # configs/train.yaml's ${if_resume:...}
+    job = {"train": train_job, "eval": eval_job}[name]
+    command = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=name)(job)
+    saved, sys.argv[1:] = sys.argv[:], argv  # what Hydra reads
+    try:
+        with one_line_errors():  # mistakes in the command line's config overrides
+            command()
+    finally:
+        sys.argv[:] = saved
+    return 0
 
 
 def if_resume(then, otherwise, _root_):
@@ -101,8 +147,6 @@ def one_line_errors() -> Iterator[None]:
 
 
 def _first_process() -> bool:
-    try:
-        from lightning.pytorch.utilities import rank_zero_only
-    except Exception:  # Ctrl+C in the middle of importing Lightning leaves it half-imported
-        return True
-    return rank_zero_only.rank == 0
+    utilities = sys.modules.get("lightning.pytorch.utilities")  # (not imported: no DDP workers either)
+    rank_zero_only = getattr(utilities, "rank_zero_only", None)  # (None where Ctrl+C cut its import short)
+    return rank_zero_only is None or rank_zero_only.rank == 0

@@ -189,7 +189,7 @@ def serve(app, sock: socket.socket) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m digits_zoo.demo",
+        prog="digits-zoo demo",
         description="A local web page to draw a digit on and see what the models read.",
     )
     parser.add_argument(

@@ -24,30 +24,11 @@ from digits_zoo.data.contract import check_data_module
 from digits_zoo.errors import ConfigError
 from digits_zoo.predict import load_trained
 from digits_zoo.training.callbacks import progress_bar
+from digits_zoo.training.checks import check_accelerator, check_eval_keys
 from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.training.results import evaluation_markdown, loggers, report
-from digits_zoo.training.run import check_accelerator, run_settings
-
-TAKES = ("model_source", "data", "trainer", "logger", "allow_other_dataset", "seed", "paths")  # configs/eval.yaml's
-
-
-def check_keys(cfg: DictConfig) -> None:
-    """Refuse what eval.py would silently ignore: a key or config group outside configs/eval.yaml's
-    (`+model=lenet5` would otherwise exit 0 having evaluated model_source's model)."""
-    groups = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    added = [group for group in groups if not group.startswith("hydra/") and group not in TAKES]
-    added += [key for key in cfg if key not in TAKES and key not in added]
-    if added:
-        hint = (
-            " (the model is model_source's: a shipped model's name, a run folder or a checkpoint)"
-            if "model" in added
-            else ""
-        )
-        raise ConfigError(
-            f"eval.py does not use {', '.join(added)}{hint}; it takes model_source, data=, trainer=, logger=, "
-            "allow_other_dataset, seed (see python eval.py --help)"
-        )
+from digits_zoo.training.run import run_settings
 
 
 def datamodule_for(cfg: DictConfig, trained):
@@ -79,7 +60,7 @@ def datamodule_for(cfg: DictConfig, trained):
 def evaluate(cfg: DictConfig) -> dict:
     """Test `cfg.model_source` on the test set of its own dataset (or, with `allow_other_dataset`,
     of `cfg.data`'s); returns {"metrics", "trainer", "module"}."""
-    check_keys(cfg)
+    check_eval_keys(cfg, list(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else [])
     check_accelerator(cfg.trainer.get("accelerator"))
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)

@@ -176,7 +176,9 @@ def export_onnx(source: str, out: Path | None = None, data_dir: str | Path | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Export a trained digits_zoo model to ONNX, checked against torch.")
+    parser = argparse.ArgumentParser(
+        prog="digits-zoo export", description="Export a trained digits_zoo model to ONNX, checked against torch."
+    )
     parser.add_argument("source", help="a checkpoint, a run folder, or a shipped model's name (e.g. vgg_bn)")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default: onnx)")
     parser.add_argument("--out", type=Path, help="the file to write (default: <model>.onnx here)")

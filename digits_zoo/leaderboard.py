@@ -424,7 +424,9 @@ class LeaderboardCallback(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The table of results of run folders (or sweep folders).")
+    parser = argparse.ArgumentParser(
+        prog="digits-zoo leaderboard", description="The table of results of run folders (or sweep folders)."
+    )
     parser.add_argument("folders", nargs="+", type=Path, help="run folders, or folders that hold them")
     parser.add_argument("--out", type=Path, help="also write leaderboard.md and leaderboard.csv here")
     args = parser.parse_args(argv)

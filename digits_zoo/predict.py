@@ -177,7 +177,7 @@ def _format(result: dict, trained: Trained) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m digits_zoo.predict",
+        prog="digits-zoo predict",
         description="Predict the digit in each picture (PNG, JPEG, ...: any size, dark ink on light "
         "paper or light ink on dark) with a model trained by train.py.",
     )

@@ -94,7 +94,7 @@ def ship_run(run_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m digits_zoo.weights",
+        prog="digits-zoo weights",
         description="The weights shipped with the package: list them, describe one, or ship a run's.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

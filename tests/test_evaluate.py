@@ -10,8 +10,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from digits_zoo import list_pretrained
-from digits_zoo.evaluate import TAKES, evaluate
+from digits_zoo.evaluate import evaluate
 from digits_zoo.models.pretrained import manifest
+from digits_zoo.training.checks import EVAL_TAKES
 from tests.conftest import CONFIGS, ROOT
 
 SHIPPED = ", ".join(list_pretrained())  # (how a line that names no model lists them)
@@ -200,7 +201,7 @@ def test_help_lists_only_the_groups_eval_takes():
 def test_takes_is_what_eval_yaml_defines():
     eval_yaml = OmegaConf.load(CONFIGS / "eval.yaml")
     groups = [next(iter(item)) for item in eval_yaml.defaults if item != "_self_"]
-    assert sorted(TAKES) == sorted({*groups, *(key for key in eval_yaml if key not in ("defaults", "hydra"))})
+    assert sorted(EVAL_TAKES) == sorted({*groups, *(key for key in eval_yaml if key not in ("defaults", "hydra"))})
 
 
 @pytest.mark.real_data

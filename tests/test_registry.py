@@ -8,7 +8,7 @@ from torch import nn
 import digits_zoo
 import digits_zoo.models
 from digits_zoo import create_model, list_models, register_model
-from digits_zoo.errors import UnknownModelError
+from digits_zoo.errors import ConfigError, UnknownModelError
 from digits_zoo.models.registry import _MODELS
 
 SEED_MODELS = {"single_dense", "two_layer_mlp", "flatten_mlp", "softmax_mlp"}
@@ -67,3 +67,8 @@ def test_registering_a_name_twice_raises():
             register_model(a_model_for_this_test)
     finally:
         del _MODELS["a_model_for_this_test"]
+
+
+def test_arguments_a_model_does_not_take_are_one_line_before_anything_is_built():
+    with pytest.raises(ConfigError, match=r"^model lenet5: got an unexpected keyword argument 'widht'; it takes "):
+        create_model("lenet5", widht=3)

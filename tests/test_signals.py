@@ -265,10 +265,15 @@ def test_ctrl_c_before_the_run_is_one_line_too(monkeypatch, capsys):
 
 
 @pytest.mark.slow  # real train.py processes and signals
-@pytest.mark.parametrize("script, what", [("train.py", "run"), ("eval.py", "evaluation")])
-def test_sigterm_while_python_imports_is_one_line_too(tmp_path, script, what):
+@pytest.mark.parametrize("command", [["train.py"], ["eval.py", "model_source=vgg_bn"]])
+def test_sigterm_while_python_imports_is_one_line_too(tmp_path, command):
+    script, *args = command
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(ROOT / script), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
     while "libtorch" not in maps.read_text():  # torch's library is loading: a second or more of imports to go
@@ -277,4 +282,5 @@ def test_sigterm_while_python_imports_is_one_line_too(tmp_path, script, what):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143
-    assert stderr == f"stopped: SIGTERM before the {what} started\n"
+    assert stderr == "stopped: SIGTERM before the run started\n"
+    assert list(tmp_path.iterdir()) == []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from torch import nn
 
-from digits_zoo.errors import UnknownModelError
+from digits_zoo.errors import ConfigError, UnknownModelError
 from digits_zoo.models.pretrained import load_pretrained
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -36,15 +37,23 @@ def create_model(name: str, pretrained: bool | str | Path = False, **kwargs) -> 
     those of a Lightning checkpoint or a train.py run folder. With another `num_classes` than the
     weights', the classifier stays fresh and the rest loads.
     """
-    try:
-        factory = _MODELS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _MODELS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UnknownModelError(
-            f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}"
-        ) from None
-    model = factory(**kwargs)
+    check_arguments(name, kwargs)
+    model = _MODELS[name](**kwargs)
     if pretrained is not False:
         load_pretrained(model, name, pretrained)
     return model
+
+
+def check_arguments(name: str, kwargs: Mapping) -> None:
+    """An UnknownModelError for a name nobody registered, a ConfigError for arguments its factory does
+    not take (a keyword left over from another model's config: model.kwargs), before anything is built."""
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, _MODELS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownModelError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}")
+    parameters = inspect.signature(_MODELS[name]).parameters
+    try:
+        inspect.Signature(list(parameters.values())).bind(**kwargs)
+    except TypeError as error:
+        takes = ", ".join(parameters) or "no arguments"
+        raise ConfigError(f"model {name}: {error}; it takes {takes} (model.kwargs)") from None

@@ -22,6 +22,7 @@ import lightning as L
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
+from digits_zoo.training.stops import train_command
 from digits_zoo.writes import write_csv_atomically
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,11 @@ def find_learning_rate(
         else:
             log.info(
                 "Learning-rate range test over %d steps: suggested optimizer.lr=%.2g (curve: %s); train with: "
-                "python train.py model=%s optimizer.lr=%.2g",
+                "%s model=%s optimizer.lr=%.2g",
                 points,
                 suggestion,
                 out_dir / "lr_find.png",
+                train_command(),
                 cfg.model.name,
                 suggestion,
             )

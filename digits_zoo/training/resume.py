@@ -93,7 +93,8 @@ TRUSTED_TARGETS = frozenset(
         "digits_zoo.data.MNISTDataModule",
         "digits_zoo.leaderboard.LeaderboardCallback",
         "digits_zoo.training.run_folders.RunFolderGuard",
-        "digits_zoo.training.run.ConfigCheck",
+        "digits_zoo.training.checks.TrainCheck",
+        "digits_zoo.training.checks.EvalCheck",
         "digits_zoo.training.workers.WatchedDDP",
         "lightning.pytorch.Trainer",
         "datetime.timedelta",  # (ModelCheckpoint's train_time_interval)
@@ -105,7 +106,8 @@ MOVED_TARGETS = {
     "digits_zoo.callbacks.progress_bar": "digits_zoo.training.callbacks.progress_bar",
     "digits_zoo.checkpoints.ModelCheckpoint": "digits_zoo.training.checkpoints.ModelCheckpoint",
     "digits_zoo.run_folders.RunFolderGuard": "digits_zoo.training.run_folders.RunFolderGuard",
-    "digits_zoo.training.ConfigCheck": "digits_zoo.training.run.ConfigCheck",
+    "digits_zoo.training.ConfigCheck": "digits_zoo.training.checks.TrainCheck",
+    "digits_zoo.training.run.ConfigCheck": "digits_zoo.training.checks.TrainCheck",
     "digits_zoo.workers.WatchedDDP": "digits_zoo.training.workers.WatchedDDP",
 }
 # ...and each callback and logger that Lightning exports from these modules, by that name

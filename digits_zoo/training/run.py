@@ -11,25 +11,21 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.experimental.callback import Callback
 from hydra.utils import get_object, instantiate
-from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging, Timer, WeightAveraging
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from digits_zoo.data.contract import check_data_module
-from digits_zoo.errors import ConfigError, check_count, check_number
+from digits_zoo.errors import ConfigError
 from digits_zoo.models.pretrained import load_pretrained
 from digits_zoo.training.callbacks import EpochSeed
 from digits_zoo.training.checkpoints import AtomicCheckpointIO
+from digits_zoo.training.checks import check_config
 from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.lr_find import find_learning_rate
-from digits_zoo.training.messages import user_message
 from digits_zoo.training.module import DigitClassifier, harmless_warnings_hidden
 from digits_zoo.training.results import loggers, markdown, report
 from digits_zoo.training.resume import Resume, keep_logged_epochs, load_resume
-from digits_zoo.training.run_folders import refuse
 from digits_zoo.training.stops import reporting_stops
 from digits_zoo.writes import write_text_atomically
 
@@ -46,65 +42,6 @@ def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
             continue  # nothing to rank a "best" by: last.ckpt, the final weights, is the one to test
         callbacks.append(instantiate(conf))
     return callbacks
-
-
-def check_accelerator(accelerator: str | None) -> None:
-    """A GPU asked for where torch sees none: one line instead of Lightning's stack trace."""
-    mps = str(accelerator) == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" takes Apple's too
-    if str(accelerator) in ("gpu", "cuda") and not (torch.cuda.is_available() or mps):
-        raise ConfigError(
-            f"trainer.accelerator={accelerator}, but torch sees no CUDA GPU here "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use trainer=cpu, "
-            "or the default trainer.accelerator=auto, which takes a GPU when there is one"
-        )
-
-
-# Trainer arguments that train() sets itself (a value in cfg.trainer would be silently replaced), and where they come from
-SET_BY_TRAIN = {
-    "callbacks": "callbacks come from the callbacks group: add one with +callbacks.NAME._target_=CLASS "
-    "(and +callbacks.NAME.ARG=VALUE for its arguments)",
-    "logger": "loggers come from the logger group: logger=csv, tensorboard or mlflow, logger=[csv,tensorboard], or "
-    "~logger for none",
-    "plugins": "train.py sets the Trainer's plugins itself (its atomic checkpoint writing)",
-}
-
-
-def check_config(cfg: DictConfig, datamodule) -> None:
-    """The mistakes in a run's config that can be found before anything is written: each a ConfigError
-    (or the data module's DataError for missing files that download=false will not fetch)."""
-    check_data_module(datamodule)
-    check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
-    if cfg.trainer.get("limit_test_batches", 1) == 0:  # Lightning would skip trainer.test, which results.json reports
-        raise ConfigError(
-            "trainer.limit_test_batches=0 would skip the test that every run ends with (results.json and "
-            "the leaderboard report it); keep it above 0, and compare recipes by best_val/acc"
-        )
-    for key, source in SET_BY_TRAIN.items():
-        if key in cfg.trainer:
-            raise ConfigError(f"trainer.{key} would be ignored: {source}")
-    check_accelerator(cfg.trainer.get("accelerator"))
-    seed = cfg.get("seed")  # (Lightning's bounds are numpy's)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not min_seed_value <= seed <= max_seed_value:
-        raise ConfigError(f"seed must be a whole number from {min_seed_value} to {max_seed_value}, got {seed!r}")
-    for key, positive in (("lr", True), ("eps", True), ("weight_decay", False)):  # (as DigitClassifier checks them)
-        if key in cfg.optimizer:
-            check_number(f"optimizer.{key}", cfg.optimizer[key], positive=positive)
-    datamodule.check_files()
-
-
-class ConfigCheck(Callback):
-    """configs/train.yaml's Hydra callback: `check_config` before Hydra makes the run folder, so that a
-    mistake in the command line leaves nothing behind. (`train` checks a resumed run's own config.)"""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        if config.get("resume"):
-            return
-        try:
-            check_config(config, instantiate(config.data))
-        except Exception as error:
-            if (message := user_message(error)) is None:
-                raise  # a bug: Hydra warns, and train() meets it again
-            refuse(message)
 
 
 def _drop_tips(record: logging.LogRecord) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import shlex
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,7 +139,13 @@ def _command(folder: Path) -> str:
     """The command that resumes `folder`, with the folder as the user would type it here (relative to
     the working directory where it lies in it), quoted for Hydra and then for the shell, so that
     pasting it works whatever the folder's name."""
-    return f"python train.py {shlex.quote(hydra_override('resume', shown(folder)))}"
+    return f"{train_command()} {shlex.quote(hydra_override('resume', shown(folder)))}"
+
+
+def train_command() -> str:
+    """The training command as the user typed it: `python train.py` in a checkout, else `digits-zoo train`
+    (also what a run started from Python, with digits_zoo.fit, goes on with)."""
+    return "python train.py" if Path(sys.argv[0]).name == "train.py" else "digits-zoo train"
 
 
 def hydra_override(key: str, value: str) -> str:
