@@ -16,12 +16,27 @@ try:
 except PackageNotFoundError:  # a checkout on sys.path, not installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "create_model", "fit", "list_models", "list_pretrained", "pretrained_info", "register_model"]
+__all__ = [
+    "__version__",
+    "classify",
+    "create_model",
+    "fit",
+    "list_models",
+    "list_pretrained",
+    "pretrained_info",
+    "register_model",
+]
 
 
 def __getattr__(name: str):
-    if name == "fit":  # imported on first use: it brings Lightning and Hydra's runner
+    # imported on first use: they bring Lightning (and fit Hydra's runner). (`digits_zoo.predict` is the
+    # module of `python -m digits_zoo.predict`, which importing it makes this attribute: hence `classify`.)
+    if name == "fit":
         from digits_zoo.api import fit
 
         return fit
+    if name == "classify":
+        from digits_zoo.predict import classify
+
+        return classify
     raise AttributeError(f"module 'digits_zoo' has no attribute {name!r}")
