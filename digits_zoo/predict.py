@@ -113,7 +113,7 @@ class Trained:
         """(N, classes) probabilities of (N, 1, 28, 28) pixels / 255."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise ImageError(
-                "probabilities takes prepared pixels, an (N, 1, 28, 28) tensor; for pictures use classify(pictures)"
+                "probabilities takes prepared pixels, an (N, 1, 28, 28) tensor; for pictures use .classify(pictures)"
             )
         return probabilities(self.network, self.prepare(images))
 

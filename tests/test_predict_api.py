@@ -133,6 +133,11 @@ def test_a_network_alone_is_refused_saying_what_to_give():
         digits_zoo.classify(create_model(SHIPPED, pretrained=True), np.zeros((28, 28)))
 
 
+def test_probabilities_of_a_picture_rather_than_pixels_says_to_classify_it(seven):
+    with pytest.raises(DigitsZooError, match=r"an \(N, 1, 28, 28\) tensor; for pictures use .classify\(pictures\)"):
+        load_trained(SHIPPED).probabilities(Image.open(seven))
+
+
 def test_classify_is_there_also_after_the_predict_module_was_imported(seven):
     script = (
         "import sys, digits_zoo; assert 'lightning' not in sys.modules; import digits_zoo.predict; "
