@@ -24,6 +24,9 @@ _PUBLIC = {  # name: the module that defines it
     "list_pretrained": "digits_zoo.models.pretrained",
     "pretrained_info": "digits_zoo.models.pretrained",
     "fit": "digits_zoo.api",
+    # (`digits_zoo.predict` is the module of `digits-zoo predict`, which importing it makes this
+    # package's attribute of that name: hence `classify`)
+    "classify": "digits_zoo.predict",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

@@ -21,10 +21,11 @@ import lightning as L
 from hydra import compose, initialize_config_dir
 from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from digits_zoo.cli import config_dir, register_resolvers
 from digits_zoo.errors import ConfigError
+from digits_zoo.models import list_models
 from digits_zoo.training.messages import user_message
 
 
@@ -68,27 +69,76 @@ def root_logger_kept() -> Iterator[None]:
         root.handlers[:], root.level = handlers, level
 
 
-def fit(model: str | None = None, overrides: Sequence[str] = ()) -> Fit:
+@contextmanager
+def lightning_logging_in_the_run() -> Iterator[None]:
+    """Lightning imported before the run set up logging (here it is; train.py imports it after) gave
+    its loggers a console handler of their own that does not propagate: their lines would bypass the
+    run's console and train.log. For the run they propagate, as in train.py."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers.clear()
+        logger.propagate = True
+    try:
+        yield
+    finally:
+        for logger, (handlers, propagate) in zip(loggers, saved):
+            logger.handlers[:], logger.propagate = handlers, propagate
+
+
+def _compose(model: str | None, overrides: Sequence[str]) -> DictConfig:
+    """The run's configuration: `model=MODEL` and the overrides; a registered model without a
+    `configs/model/` file of its own (one registered in a notebook) goes by its name, with no arguments."""
+    if not model:
+        return compose_train_config(overrides)
+    try:
+        return compose_train_config([f"model={model}", *overrides])
+    except ConfigError as error:
+        if model not in list_models() or not str(error).startswith(f"unknown model={model};"):
+            raise
+    return compose_train_config(["~model", f"+model.name={model}", "+model.kwargs={}", *overrides])
+
+
+def _quiet(cfg: DictConfig) -> None:
+    """No progress bar, model summary or log lines on the console; train.log keeps the log."""
+    with open_dict(cfg):
+        if cfg.get("callbacks"):
+            cfg.callbacks.progress_bar = None
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.enable_model_summary = False  # (rich prints it, not the log)
+        root = OmegaConf.select(cfg, "hydra.job_logging.root")
+        if root is not None and root.get("handlers"):
+            root.handlers = [handler for handler in root.handlers if handler != "console"]
+
+
+def fit(model: str | None = None, overrides: Sequence[str] = (), *, quiet: bool = False) -> Fit:
     """Train and test like `python train.py model=MODEL OVERRIDES...`, in this process.
 
-    `overrides` are Hydra overrides, e.g. `["trainer.max_epochs=3", "data.batch_size=128"]`; a
-    sweep (several values, an `hparams_search` preset) is for `python train.py -m`. Errors the
-    user can fix are raised as `digits_zoo.errors.DigitsZooError` with the command line's message.
+    `model` is any registered model (`list_models()`), also one registered here without a
+    `configs/model/` file. `overrides` are Hydra overrides, e.g. `["trainer.max_epochs=3",
+    "data.batch_size=128"]`; a sweep (several values, an `hparams_search` preset) is for
+    `python train.py -m`. `quiet=True` shows no progress bar, model summary or log lines (the run's
+    train.log still has the log). Errors the user can fix are raised as
+    `digits_zoo.errors.DigitsZooError` with the command line's message.
     """
     from hydra._internal.callbacks import Callbacks  # what Hydra's own run calls; not exported
 
     from digits_zoo.training.run import train
 
-    cfg = compose_train_config([*([f"model={model}"] if model else []), *overrides])
+    cfg = _compose(model, overrides)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # (Hydra itself refuses a,b and range(...) without -m)
-        raise ConfigError("fit runs one job; for a sweep or an hparams_search preset use python train.py -m ...")
+        raise ConfigError(
+            "fit runs one job; for a sweep or an hparams_search preset use digits-zoo train -m ... (python train.py -m in a checkout)"
+        )
     if cfg.get("lr_find"):
-        raise ConfigError("fit trains and tests; for the learning-rate range test use python train.py lr_find=true")
+        raise ConfigError("fit trains and tests; for the learning-rate range test use digits-zoo train lr_find=true")
+    if quiet:
+        _quiet(cfg)
     with open_dict(cfg.hydra):
         cfg.hydra.mode = RunMode.RUN
     callbacks = Callbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name="train")  # the run-folder guard claims the folder
-    with root_logger_kept():
+    with root_logger_kept(), lightning_logging_in_the_run():
         job = run_job(
             task_function=train,
             config=cfg,

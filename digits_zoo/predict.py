@@ -1,11 +1,14 @@
 """Predict the digit in your own pictures with a trained model.
 
     python -m digits_zoo.predict IMAGE [IMAGE ...] [--model SOURCE] [--json] [--save-input DIR]
+    digits_zoo.classify(SOURCE, pictures)
 
 SOURCE is a checkpoint (`*.ckpt`), a run folder made by train.py, or the name of a model whose
 trained weights ship with the package (e.g. `flatten_mlp`; without --model, the strongest one).
+An IMAGE is a picture file, a folder (its pictures) or a glob pattern (`'scans/*.png'`).
 Each picture is prepared the way MNIST was (see `digits_zoo.data.preprocess`), then as the model's
-inputs were in training (standardised, where they were), and all go through the model in one batch.
+inputs were in training (standardised, where they were: `Trained.transforms()`), and all go through
+the model in one batch.
 Exit codes: 0 all predicted, 1 some picture could not be read, 2 the model could not be loaded.
 """
 
@@ -13,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.data.preprocess import ImageError, prepare_image, to_pixels, to_tensor
 from digits_zoo.errors import one_line
 from digits_zoo.models.pretrained import (
     WeightsError,
@@ -46,6 +52,38 @@ class Standardize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
+# one picture: a file, its encoded bytes, a PIL image, a numpy array, or a tensor of a prepared digit
+Picture = str | Path | bytes | Image.Image | np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class DigitTransform:
+    """A picture -> the (1, 28, 28) tensor its model takes, as torchvision's `weights.transforms()`:
+    prepared MNIST-style (`digits_zoo.data.preprocess.to_pixels`; a tensor is taken as prepared), then
+    standardised with the (mean, std) of the model's training inputs, where they were."""
+
+    normalization: tuple[float, float] | None = None
+
+    def __call__(self, picture: Picture) -> torch.Tensor:
+        return self.standardize(to_pixels(picture))
+
+    def standardize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels / 255 (any shape) -> what the network was trained on."""
+        return Standardize(*self.normalization)(pixels) if self.normalization else pixels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model read in one picture: the class index `digit`, the `label` a person reads (the
+    digit itself, or a clothing class's name), its `probability`, and the `probabilities` of all
+    classes by index (the model's own output activation: a sigmoid model's need not sum to 1)."""
+
+    digit: int
+    label: str
+    probability: float
+    probabilities: tuple[float, ...] = field(repr=False)
+
+
 @dataclass(frozen=True)
 class Trained:
     """A trained network with what it was trained for: its name, its classes, its DigitClassifier
@@ -63,13 +101,50 @@ class Trained:
         """How a person reads class `index`: the digit itself for digits, else the class's name (as the plots say)."""
         return class_labels(self.classes, len(self.classes))[1][index]
 
+    def transforms(self) -> DigitTransform:
+        """A picture -> the network's (1, 28, 28) input, prepared as its training inputs were."""
+        return DigitTransform(self.normalization)
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) pixels / 255 -> what the network was trained on."""
-        return Standardize(*self.normalization)(images) if self.normalization else images
+        return self.transforms().standardize(images)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """(N, classes) probabilities of (N, 1, 28, 28) pixels / 255."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ImageError(
+                "probabilities takes prepared pixels, an (N, 1, 28, 28) tensor; for pictures use .classify(pictures)"
+            )
         return probabilities(self.network, self.prepare(images))
+
+    def classify(self, pictures: Picture | Sequence[Picture]) -> Prediction | list[Prediction]:
+        """What the network reads in one picture (a Prediction), or in each of a list of them, or of an
+        (N, 1, 28, 28) tensor (a list of Predictions), all in one batch. `ImageError` names a picture
+        that cannot be read."""
+        batch = isinstance(pictures, (list, tuple)) or (isinstance(pictures, torch.Tensor) and pictures.dim() == 4)
+        listed = list(pictures) if batch else [pictures]
+        if not listed:
+            return []
+        transform = self.transforms()
+        inputs = [_transformed(transform, picture, i if batch else None) for i, picture in enumerate(listed)]
+        predictions = [self._prediction(scores) for scores in probabilities(self.network, torch.stack(inputs))]
+        return predictions if batch else predictions[0]
+
+    def _prediction(self, scores: torch.Tensor) -> Prediction:
+        digit = int(scores.argmax())
+        return Prediction(digit, self.label(digit), float(scores[digit]), tuple(scores.tolist()))
+
+
+def _transformed(transform: DigitTransform, picture: Picture, index: int | None) -> torch.Tensor:
+    """The picture through the transform; an ImageError names a file, or a list's picture by its index."""
+    try:
+        return transform(picture)
+    except ImageError as error:
+        if isinstance(picture, (str, Path)):
+            raise ImageError(f"{picture}: {error}") from None
+        if index is not None:
+            raise ImageError(f"picture {index}: {error}") from None
+        raise
 
 
 def strongest_shipped() -> str:
@@ -125,6 +200,24 @@ def load_trained(source: str | Path) -> Trained:
     return Trained(module.model.eval(), module.hparams.model, classes, dict(module.hparams), normalization, dataset)
 
 
+def classify(source: str | Path | Trained, pictures: Picture | Sequence[Picture]) -> Prediction | list[Prediction]:
+    """What a trained model reads in your pictures, in one call: `classify("vgg_bn", "three.png")`.
+
+    `source`: a shipped model's name, a run folder, a checkpoint, or what `load_trained` returned.
+    `pictures`: one picture, giving one `Prediction`, or a list of them (or an (N, 1, 28, 28) tensor),
+    giving a list. A file, PIL image or numpy array (grey, or RGB/RGBA colour) is prepared as MNIST
+    was; a tensor is a digit already prepared (28x28 or 1x28x28, floats in [0, 1] or uint8). Each is
+    then standardised as the model's training inputs were. A picture that cannot be read, and a
+    model that cannot be loaded, raise a `digits_zoo.errors.DigitsZooError` (ImageError, WeightsError).
+    """
+    if isinstance(source, torch.nn.Module):
+        raise WeightsError(
+            "a network alone does not say how its inputs were prepared or what its classes are; give its "
+            "shipped name, run folder or checkpoint, or load_trained(...) of one"
+        )
+    return (source if isinstance(source, Trained) else load_trained(source)).classify(pictures)
+
+
 def load_model(source: str | Path) -> torch.nn.Module:
     """The trained network (in eval mode, on the CPU) from a checkpoint, a run folder, or the name
     of a model whose weights ship with the package. It takes what it was trained on: see
@@ -158,6 +251,44 @@ def predict(trained: Trained, images: torch.Tensor) -> list[dict]:
     ]
 
 
+# what a folder given as IMAGE is read for (by its files' suffixes, in any case)
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def picture_files(image: str) -> list[str]:
+    """The files an IMAGE argument names, sorted: a folder's pictures (by their suffixes), a glob
+    pattern's files (given quoted, as Windows shells do not expand them; `**` spans folders), or the
+    file itself. `ImageError` where a folder holds no pictures or a pattern matches no file."""
+    path = Path(image)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES and p.is_file())
+        if not files:
+            raise ImageError(f"a folder without pictures ({', '.join(PICTURE_SUFFIXES)})")
+        return files
+    if path.exists() or not any(char in image for char in "*?["):
+        return [image]
+    files = sorted(file for file in glob.glob(image, recursive=True) if Path(file).is_file())
+    if not files:
+        raise ImageError("no file matches this pattern")
+    return files
+
+
+def _read(images: list[str]) -> Iterator[tuple[str, np.ndarray | ImageError]]:
+    """Each file the IMAGE arguments name, with its 28x28 digit or why it cannot be read (for a folder
+    without pictures or a pattern without files, the argument itself)."""
+    for image in images:
+        try:
+            files = picture_files(image)
+        except ImageError as error:
+            yield image, error
+            continue
+        for file in files:
+            try:
+                yield file, prepare_image(file)
+            except ImageError as error:
+                yield file, error
+
+
 def _save_name(file: str, used: set[str]) -> str:
     """`<stem>.28x28.png`, numbered if another picture of this call has the same stem."""
     stem, n, name = Path(file).stem, 1, f"{Path(file).stem}.28x28.png"
@@ -181,7 +312,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Predict the digit in each picture (PNG, JPEG, ...: any size, dark ink on light "
         "paper or light ink on dark) with a model trained by train.py.",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="picture files")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="picture files, folders (their pictures) or quoted glob patterns such as 'scans/*.png'",
+    )
     parser.add_argument(
         "--model",
         metavar="SOURCE",
@@ -214,15 +350,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = trained.network
 
-    results: list[dict] = [{"file": file} for file in args.images]
+    results: list[dict] = []
     good, digits = [], []
-    for result in results:
-        try:
-            digits.append(prepare_image(result["file"]))
-            good.append(result)
-        except ImageError as error:
-            result["error"] = str(error)
-            print(f"error: {result['file']}: {error}", file=sys.stderr)
+    for file, digit in _read(args.images):
+        results.append({"file": file})
+        if isinstance(digit, ImageError):
+            results[-1]["error"] = str(digit)
+            print(f"error: {file}: {digit}", file=sys.stderr)
+        else:
+            good.append(results[-1])
+            digits.append(digit)
 
     if good:  # one forward pass for all readable pictures
         for result, prediction in zip(good, predict(trained, to_tensor(digits))):

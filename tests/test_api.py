@@ -9,6 +9,8 @@ import pytest
 
 import digits_zoo
 from digits_zoo.errors import ConfigError
+from digits_zoo.models import registry
+from digits_zoo.models.mlp import MLP
 from tests.conftest import ROOT
 
 TINY = ["trainer.max_epochs=1", "data.val_size=200", "data.download=false", "trainer.log_every_n_steps=1"]
@@ -75,12 +77,12 @@ def test_fit_gives_a_default_run_folder_of_its_own(tiny_data, tmp_path, monkeypa
         (
             None,
             ["hparams_search=mlp_optuna"],
-            "fit runs one job; for a sweep or an hparams_search preset use python train.py -m",
+            "fit runs one job; for a sweep or an hparams_search preset use digits-zoo train -m",
         ),
         (
             None,
             ["lr_find=true"],
-            "fit trains and tests; for the learning-rate range test use python train.py lr_find=true",
+            "fit trains and tests; for the learning-rate range test use digits-zoo train lr_find=true",
         ),
     ],
 )
@@ -90,3 +92,25 @@ def test_fit_refuses_what_it_cannot_run_in_one_line(model, overrides, message, t
         digits_zoo.fit(model, overrides)
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
     assert not (tmp_path / "outputs").exists()  # nothing was started
+
+
+def test_fit_trains_a_model_registered_here_without_a_config_file(tiny_data, tmp_path, monkeypatch, keep_logging):
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # (registered for this test only)
+
+    @digits_zoo.register_model
+    def my_mlp(width: int = 4, num_classes: int = 10) -> MLP:
+        return MLP(hidden=(width,), num_classes=num_classes)
+
+    overrides = [f"data.data_dir={tiny_data}", *TINY, f"hydra.run.dir={tmp_path / 'run'}", "+model.kwargs.width=6"]
+    run = digits_zoo.fit("my_mlp", overrides)
+
+    assert run.cfg.model.name == "my_mlp" and run.cfg.model.kwargs == {"width": 6}
+    assert run.module.model.num_features == 6 and run.metrics["model"] == "my_mlp"
+
+
+def test_fit_quiet_prints_nothing_and_train_log_has_the_log(tiny_data, tmp_path, capfd, keep_logging):
+    run = digits_zoo.fit("single_dense", [f"data.data_dir={tiny_data}", *TINY, f"hydra.run.dir={tmp_path}"], quiet=True)
+    assert capfd.readouterr() == ("", "")
+    log = (run.run_dir / "train.log").read_text()
+    assert "`Trainer.fit` stopped: `max_epochs=1` reached." in log  # Lightning's lines, as train.py's train.log has
+    assert "Summary" in log and "| single_dense |" in log

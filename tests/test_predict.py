@@ -397,6 +397,30 @@ def test_an_unusable_model_is_one_line_and_exit_code_2(source, pictures, tmp_pat
     assert line.startswith(f"error: {tmp_path / source}")
 
 
+def test_a_folder_gives_its_pictures_and_a_quoted_pattern_its_files(pictures, tmp_path, monkeypatch, capsys):
+    scans = tmp_path / "scans"
+    (scans / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.JPG", "c.png"):
+        (scans / name).write_bytes(pictures["seven.png"].read_bytes())
+    (scans / "notes.txt").write_text("not a picture")
+    (scans / "sub" / "d.png").write_bytes(pictures["seven.png"].read_bytes())
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["scans", "--model", "flatten_mlp", "--json"]) == 0  # its pictures, sorted; not sub/
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)] == ["scans/a.JPG", "scans/b.png", "scans/c.png"]
+    assert main(["scans/*.png", "scans/**/d.png", "--model", "flatten_mlp"]) == 0  # as Windows shells pass them
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines[1:]] == ["scans/b.png", "scans/c.png", "scans/sub/d.png"]
+
+    # a pattern without files, or a folder without pictures: one line each, the others still read, exit code 1
+    assert main(["scans/*.gif", "scans/c.png", "--model", "flatten_mlp"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["error: scans/*.gif: no file matches this pattern"]
+    assert captured.out.splitlines()[1].startswith("scans/c.png: ")
+    assert main([str(tmp_path), "--model", "flatten_mlp"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: a folder without pictures (.png, .jpg, ")
+
+
 # ---------------------------------------------------------------- real-data tier
 
 

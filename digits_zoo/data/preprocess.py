@@ -165,12 +165,63 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     return field
 
 
-def prepare_image(source: str | Path | bytes | Image.Image, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """A picture (file, encoded bytes or PIL image) -> the 28x28 uint8 digit the model sees (times 1/255)."""
-    grey = to_grey(source) if isinstance(source, Image.Image) else read_grey(source, max_pixels)
+def array_grey(array: np.ndarray) -> np.ndarray:
+    """A picture held in an array -> float32 greyscale in [0, 255]: height x width grey, or height x
+    width x 3 (RGB) or x 4 (RGBA) colour read as a file of it would be; 8-bit, or floats in [0, 1]."""
+    if array.dtype.kind not in "biuf":
+        raise ImageError(f"expected an array of numbers, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        if array.dtype.kind in "bf" and array.max() <= 1:
+            array = array * 255
+        return to_grey(Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)))
+    if array.ndim != 2:
+        raise ImageError(
+            f"expected a picture of height x width (grey) or height x width x 3 or 4 (colour), got an array of "
+            f"shape {array.shape}; give several pictures as a list"
+        )
+    grey = array.astype(np.float32)
+    return grey * 255 if array.dtype.kind in "bf" and grey.max() <= 1 else grey
+
+
+def prepare_image(
+    source: str | Path | bytes | Image.Image | np.ndarray, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
+    """A picture (file, encoded bytes, PIL image or array) -> the 28x28 uint8 digit the model sees (times 1/255)."""
+    if isinstance(source, Image.Image):
+        grey = to_grey(source)
+    elif isinstance(source, np.ndarray):
+        grey = array_grey(source)
+    else:
+        grey = read_grey(source, max_pixels)
     return to_mnist(grey)
 
 
 def to_tensor(digits: list[np.ndarray]) -> torch.Tensor:
     """28x28 uint8 digits -> float (N, 1, 28, 28) in [0, 1]: the data module's 1/255 scaling."""
     return torch.from_numpy(np.stack(digits)).unsqueeze(1).float().div_(255)
+
+
+def to_pixels(picture: str | Path | bytes | Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """One picture -> its (1, 28, 28) float pixels in [0, 1]. A file, its encoded bytes, a PIL image or an
+    array is prepared MNIST-style (`prepare_image`); a tensor is taken as a digit already prepared:
+    28x28 or 1x28x28, uint8 (0-255) or floats in [0, 1] (pixels / 255)."""
+    if isinstance(picture, (str, Path, bytes, Image.Image, np.ndarray)):
+        return to_tensor([prepare_image(picture)])[0]
+    if not isinstance(picture, torch.Tensor):
+        raise ImageError(
+            f"expected a picture (a file path, PIL image, numpy array or tensor), got {type(picture).__name__}"
+        )
+    if tuple(picture.shape) not in ((SIZE, SIZE), (1, SIZE, SIZE)):
+        raise ImageError(
+            f"expected a tensor of a prepared digit, (28, 28) or (1, 28, 28), or a batch of them, (N, 1, 28, 28); "
+            f"got {tuple(picture.shape)} (a picture of another size: give it as a numpy array or PIL image)"
+        )
+    pixels = picture.detach().cpu().reshape(1, SIZE, SIZE)
+    if pixels.dtype == torch.uint8:
+        return pixels.float().div_(255)
+    if not pixels.is_floating_point() or pixels.min() < 0 or pixels.max() > 1:
+        raise ImageError(
+            f"expected a tensor of pixels / 255 (floats in [0, 1]) or uint8 pixels, got {pixels.dtype} from "
+            f"{float(pixels.min()):g} to {float(pixels.max()):g} (the model's own standardisation is applied to it)"
+        )
+    return pixels.float()
