@@ -182,10 +182,10 @@ def _score(row: dict) -> float:
 
 
 def _run_name(run: Path, folders: list[Path]) -> str:
-    """`run` relative to the first of `folders` that holds it (a folder given itself: as given)."""
+    """`run` relative to the first of `folders` that holds it (a run folder given itself: its name)."""
     for folder in folders:
         if run == folder:
-            return str(folder)
+            return folder.resolve().name
         if run.is_relative_to(folder):
             return str(run.relative_to(folder))
     return str(run)

@@ -241,9 +241,7 @@ def test_each_run_names_its_folder_relative_to_where_the_leaderboard_gathered_it
         "| best epoch | seed | run |"
     )
     assert lines[2] == "| lenet5 | 100 | 5 | 98.50% | 99.00% | 0.1000 | 10.0 | 5 | 1 | 0_lenet5 |"  # in the sweep
-    assert lines[3].endswith(
-        f"| 90.00% | 0.1000 | 10.0 | 5 | 1 | {tmp_path / 'outputs' / 'x' / '2026-01-02_10-00-00'} |"
-    )
+    assert lines[3].endswith("| 90.00% | 0.1000 | 10.0 | 5 | 1 | 2026-01-02_10-00-00 |")  # a run folder given: its name
 
 
 def test_debug_runs_are_listed_after_the_full_runs_and_not_ranked_with_them(tmp_path, capsys):
