@@ -363,6 +363,16 @@ def test_extending_a_run_is_refused_in_one_line_where_it_would_not_be_exact(trai
     assert "drop the other overrides (seed=3)" in refused("resume=run", "trainer.max_epochs=4", "seed=3")
     assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == before
 
+    # what an extension to 4 leaves where it stopped before its first new epoch ended: config.yaml says 4
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace("  max_epochs: 2\n", "  max_epochs: 4\n"))
+    assert refused("resume=run", "trainer.max_epochs=3") == (
+        "error: resume=run trainer.max_epochs=3: the run already runs to 4 epochs (2 done; resume=run finishes "
+        "them); to train it further give more epochs, e.g. trainer.max_epochs=8"
+    )
+    assert train_py("resume=run", "trainer.max_epochs=4")[0] == 0  # the same command again (DDP's workers run it)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs"] == 4
+
     # a one-cycle schedule's steps were laid out over the epochs it started with
     assert train_py("onecycle", "trainer.max_epochs=1", "optimizer.scheduler=onecycle")[0] == 0
     line = refused("resume=onecycle", "trainer.max_epochs=2")

@@ -87,17 +87,18 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
         )
     epoch, stopped_early = state["epoch"], _stopped_early(state)
     planned = cfg.trainer.max_epochs
-    if max_epochs is not None:
-        _check_extension(cfg, run, epoch + 1, stopped_early, max_epochs)
-        cfg.trainer.max_epochs = int(max_epochs)
+    extended = max_epochs is not None and _extension(cfg, run, epoch + 1, stopped_early, max_epochs)
+    if extended:
+        cfg.trainer.max_epochs = extended
     elif stopped_early:  # Lightning would train on from the checkpoint: its training ended there
         cfg.trainer.max_epochs = epoch + 1
-    return Resume(cfg, checkpoint, epoch, stopped_early, planned if max_epochs is not None else None)
+    return Resume(cfg, checkpoint, epoch, stopped_early, planned if extended else None)
 
 
-def _check_extension(cfg: DictConfig, run: str | Path, done: int, stopped_early: bool, max_epochs: str) -> None:
-    """Refuse a `trainer.max_epochs=N` that cannot extend the run `run` (`done` epochs trained) to N
-    epochs exactly as if it had been started with N."""
+def _extension(cfg: DictConfig, run: str | Path, done: int, stopped_early: bool, max_epochs: str) -> int | None:
+    """The N of `trainer.max_epochs=N` that extends the run `run` (`done` epochs trained), or None
+    where N is already its own (the command given again, or run again by DDP's other processes);
+    refused where the run would not end as if it had been started with N."""
     planned = cfg.trainer.max_epochs
     command = f"resume={run} trainer.max_epochs={max_epochs}"
     if not max_epochs.isdigit():
@@ -108,22 +109,26 @@ def _check_extension(cfg: DictConfig, run: str | Path, done: int, stopped_early:
             f"out), not its limit of epochs, so a higher limit does not train it on; to train on from its weights, "
             f"start a new run with model.pretrained={run} trainer.max_epochs={max_epochs}"
         )
-    if int(max_epochs) <= planned:
+    epochs = int(max_epochs)
+    if epochs <= done or epochs < planned:
         has = (
             f"has {done} epochs"
-            if done >= planned
+            if epochs <= done
             else f"runs to {planned} epochs ({done} done; resume={run} finishes them)"
         )
         raise ResumeError(
             f"{command}: the run already {has}; to train it further give more epochs, e.g. "
             f"trainer.max_epochs={2 * planned}"
         )
+    if epochs == planned:
+        return None
     if cfg.optimizer.get("scheduler") == "onecycle":  # its total steps are in the checkpoint's scheduler
         raise ResumeError(
             f"{command}: its one-cycle learning-rate schedule (optimizer.scheduler=onecycle) spans the {planned} "
             f"epochs it was started with and cannot be stretched; train a new run with trainer.max_epochs="
             f"{max_epochs}, or from this run's weights with model.pretrained={run}"
         )
+    return epochs
 
 
 def record_extension(folder: Path, max_epochs: int) -> None:
