@@ -388,3 +388,13 @@ def test_extending_a_run_is_refused_in_one_line_where_it_would_not_be_exact(trai
         "patience had run out), not its limit of epochs, so a higher limit does not train it on; to train on from "
         "its weights, start a new run with model.pretrained=stopped trainer.max_epochs=8"
     )
+
+
+@pytest.mark.slow  # real train.py processes, two DDP workers each
+def test_a_ddp_run_is_extended_by_all_its_workers(tiny_data, tmp_path):
+    ddp = ["trainer=ddp", "trainer.devices=2", "model=single_dense"]
+    assert start_train(tiny_data, tmp_path / "run", *ddp, "trainer.max_epochs=1").wait(timeout=300) == 0
+    extended = popen_train(tmp_path, "extended", f"resume={tmp_path / 'run'}", "trainer.max_epochs=2")
+    stderr = finish(extended, tmp_path, "extended")  # the second worker runs the same command, its config then says 2
+    assert extended.returncode == 0, stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs"] == 2
