@@ -2,7 +2,8 @@
 
     python -m digits_zoo.export SOURCE [--format onnx] [--out FILE] [--data-dir DIR]
 
-SOURCE is what `predict --model` takes: a checkpoint, a run folder or a shipped model's name. The
+SOURCE is what `predict --model` takes: a checkpoint, a run folder or a shipped model's name; the
+file goes to FILE, by default `exports/<model>.onnx` (a folder of its own, as runs go to outputs/). The
 file takes `images`, (N, 1, 28, 28) float32 pixels / 255 in [0, 1], for any N, and returns `logits`
 (N, classes); a model trained on standardised inputs has its mean and std inside the graph, and
 the model's name, dataset, classes and output activation are in the file's metadata. Before the
@@ -30,6 +31,7 @@ from torch import nn
 from digits_zoo.errors import DigitsZooError, one_line
 
 ATOL, RTOL = 1e-4, 1e-4  # float32 through another runtime: sums in another order
+EXPORTS = Path("exports")  # where a file goes without --out (git ignores it, as outputs/)
 CHECK_IMAGES = 10_000  # the whole test set
 
 
@@ -129,14 +131,22 @@ def parity(path: Path, network: nn.Module, images: torch.Tensor, labels: torch.T
 
 
 def export_onnx(source: str, out: Path | None = None, data_dir: str | Path | None = None) -> dict:
-    """Write SOURCE's model as ONNX to `out` (default `<name>.onnx`) after checking it; returns the check."""
+    """Write SOURCE's model as ONNX to `out` (default `exports/<name>.onnx`) after checking it; returns the check."""
     from digits_zoo.predict import Standardize, load_trained
 
     trained = load_trained(source)
     network = trained.network
     if trained.normalization:
         network = nn.Sequential(Standardize(*trained.normalization), network).eval()
-    out = Path(out or f"{trained.name}.onnx")
+    out = Path(out or EXPORTS / f"{trained.name}.onnx")
+    made = out.parent == EXPORTS and not EXPORTS.exists()  # the default folder, made for this file
+    if made:
+        try:
+            EXPORTS.mkdir()
+        except OSError as error:
+            raise ExportError(
+                f"cannot make the folder {EXPORTS} here ({error.strerror}); give the file with --out FILE"
+            ) from None
     check_destination(out, trained.name)
     temporary = out.with_name(f".{out.name}.tmp")
     try:
@@ -165,6 +175,8 @@ def export_onnx(source: str, out: Path | None = None, data_dir: str | Path | Non
         raise ExportError(f"cannot write {out}: {error.strerror or one_line(error)}; nothing was written") from None
     finally:
         temporary.unlink(missing_ok=True)
+        if made and not out.exists():  # nothing written: the folder goes too
+            EXPORTS.rmdir()
     return {
         **check,
         "file": str(out),
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("source", help="a checkpoint, a run folder, or a shipped model's name (e.g. vgg_bn)")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default: onnx)")
-    parser.add_argument("--out", type=Path, help="the file to write (default: <model>.onnx here)")
+    parser.add_argument("--out", type=Path, help="the file to write (default: exports/<model>.onnx)")
     parser.add_argument(
         "--data-dir",
         help="the folder with the model's dataset (MNIST/raw, FashionMNIST/raw) for the check "

@@ -5,8 +5,10 @@
 Reads every `results.json` at or below the given folders and prints a Markdown table sorted by test
 accuracy; with `--out` it writes it as `leaderboard.md`, and every run as `leaderboard.csv`.
 Only like is ranked with like: runs on different datasets get a table each; the trials of a search
-(`hparams_search=...`, never tested) are ranked by their best validation accuracy; the evaluations
-of `eval.py` (tested, not trained) are listed apart. At the end of a search, the leaderboard callback
+(`hparams_search=...`, never tested) are ranked by their best validation accuracy; runs made with
+`debug=...` (a smoke test on a few batches) are listed apart, after the full runs; the evaluations
+of `eval.py` (tested, not trained) are listed apart. Each run's row names its folder, relative to
+the folder it was found in. At the end of a search, the leaderboard callback
 tests the trial chosen by validation, once.
 
 Runs that differ only in their seed form a group (the same model and the same other overrides).
@@ -31,7 +33,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from digits_zoo.errors import one_line
-from digits_zoo.training.results import evaluation_markdown, markdown, markdown_table
+from digits_zoo.training.results import COLUMNS, evaluation_markdown, markdown, markdown_table
 
 FIELDS = {
     "model": str,
@@ -45,8 +47,12 @@ FIELDS = {
     "test/loss": float,
     "train_seconds": float,
     "best_epoch": int,
-    "run": str,
+    "run": str,  # its folder, as found
+    "run_name": str,  # the same, relative to the folder the leaderboard gathered it from
+    "debug": str,  # the debug=... option it was made with (a smoke test), or empty
 }
+# the table of every run: what a run's summary shows, and which run folder it is
+RUN_COLUMNS = {**COLUMNS, "run": lambda r: r.get("run_name") or r.get("run") or ""}
 SIGNIFICANCE = 0.05  # Welch's test: a p-value below this is a difference larger than the seed noise
 
 
@@ -63,6 +69,12 @@ def _override_lines(run: Path) -> list[str]:
     """The run's command-line overrides, exactly as `.hydra/overrides.yaml` holds them."""
     path = run / ".hydra" / "overrides.yaml"
     return [line[2:] for line in path.read_text().splitlines() if line.startswith("- ")] if path.is_file() else []
+
+
+def _debug(run: Path) -> str:
+    """The `debug=...` option the run was made with (configs/debug: a smoke test), or ""."""
+    options = [o.partition("=")[2] for o in _override_lines(run) if o.lstrip("+").startswith("debug=")]
+    return next((option for option in options if option not in ("null", "")), "")
 
 
 def _overrides(run: Path) -> list[str]:
@@ -169,16 +181,28 @@ def _score(row: dict) -> float:
     return -math.inf if score in (None, "") else score
 
 
+def _run_name(run: Path, folders: list[Path]) -> str:
+    """`run` relative to the first of `folders` that holds it (a run folder given itself: its name)."""
+    for folder in folders:
+        if run == folder:
+            return folder.resolve().name
+        if run.is_relative_to(folder):
+            return str(run.relative_to(folder))
+    return str(run)
+
+
 def collect(folders: list[Path]) -> list[dict]:
     """The results of every run at or below `folders`, best first (a tie in the order they ran). Each
     training run's `group` is its model and the overrides that not all the runs share, e.g. `lenet5
     optimizer.lr=0.01`: runs of one group differ only in their seed. Its `dataset` is filled in where
-    its results.json predates it. Evaluations and other files come too: see `kind`."""
-    paths = sorted({path for folder in folders for path in Path(folder).rglob("results.json")}, key=_natural)
+    its results.json predates it, and `debug` says whether it was a smoke test. Evaluations and other
+    files come too: see `kind`."""
+    folders = [Path(folder) for folder in folders]
+    paths = sorted({path for folder in folders for path in folder.rglob("results.json")}, key=_natural)
     rows = []
     for path in paths:
         try:
-            rows.append(_read(path))
+            rows.append({**_read(path), "run_name": _run_name(path.parent, folders)})
         except MalformedResults as error:  # one bad file costs its own row, not the table
             print(f"warning: skipped {path}: {error}", file=sys.stderr)
     runs = [row for row in rows if kind(row) == "run"]
@@ -187,6 +211,7 @@ def collect(folders: list[Path]) -> list[dict]:
     for row, own in zip(runs, overrides):
         row["group"] = " ".join([row["model"], *(o for o in own if o not in shared)])
         row["dataset"] = _dataset(row)
+        row["debug"] = _debug(Path(row["run"]))
     return sorted(rows, key=lambda r: -_score(r))
 
 
@@ -292,31 +317,45 @@ def summary_markdown(rows: list[dict]) -> str:
 
 def sections(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """The training runs as tables that rank like with like: one per dataset, and apart the trials of
-    a search, which were not tested (ranked by validation). Each with its title, in the rows' order."""
-    named: dict[str, list[dict]] = {}
+    a search, which were not tested (ranked by validation), and after them the runs made with
+    `debug=...` (a smoke test: not comparable with full runs). Each with its title, in the rows' order."""
+    named: dict[tuple[bool, str], list[dict]] = {}
     for row in rows:
         if kind(row) == "run":
             searched = row.get("test/acc") in (None, "")
             title = f"{row.get('dataset') or 'dataset not recorded'}" + (
                 ", trials of a search (not tested: ranked by best validation accuracy)" if searched else ""
             )
-            named.setdefault(title, []).append(row)
-    return list(named.items())
+            if row.get("debug"):
+                title += (
+                    f", debug runs (debug={row['debug']}: a smoke test on a few batches, not ranked with full runs)"
+                )
+            named.setdefault((bool(row.get("debug")), title), []).append(row)
+    return [(title, members) for (_, title), members in sorted(named.items(), key=lambda item: item[0][0])]
+
+
+def runs_markdown(rows: list[dict]) -> str:
+    """One line per run, with its folder."""
+    return markdown(rows, RUN_COLUMNS)
 
 
 def _section(rows: list[dict]) -> str:
     """One line per run, or, where some tested runs differ only in their seed, one line per group
     followed by every run."""
     if any(r.get("test/acc") in (None, "") for r in rows) or all(len(group.rows) == 1 for group in groups(rows)):
-        return markdown(rows)
-    return f"{summary_markdown(rows)}\nEvery run:\n\n{markdown(rows)}"
+        return runs_markdown(rows)
+    return f"{summary_markdown(rows)}\nEvery run:\n\n{runs_markdown(rows)}"
 
 
 def report(rows: list[dict]) -> str:
-    """The leaderboard: a table per dataset (titled where there are several), the trials of a search
-    apart, then the evaluations of eval.py, and a line on any results.json that is neither."""
+    """The leaderboard: a table per dataset (titled where there are several, or where its runs were
+    debug runs), the trials of a search and the debug runs apart, then the evaluations of eval.py,
+    and a line on any results.json that is neither."""
     parts = sections(rows)
-    text = "\n".join((f"{title}:\n\n" if len(parts) > 1 else "") + _section(members) for title, members in parts)
+    text = "\n".join(
+        (f"{title}:\n\n" if len(parts) > 1 or members[0].get("debug") else "") + _section(members)
+        for title, members in parts
+    )
     evaluations = sorted((r for r in rows if kind(r) == "evaluation"), key=lambda r: str(r.get("dataset")))
     if evaluations:
         text += (text and "\n") + (

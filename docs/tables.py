@@ -73,7 +73,7 @@ def weights_table() -> str:
 
 
 def leaderboard_table(csv_path: str) -> str:
-    return leaderboard.markdown(leaderboard.read(ROOT / csv_path))
+    return leaderboard.runs_markdown(leaderboard.read(ROOT / csv_path))
 
 
 def seeds_table(csv_path: str) -> str:

@@ -1,5 +1,9 @@
+from pathlib import Path
+from urllib.error import URLError
+
 import pytest
 import torch
+import torchvision
 
 from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.errors import ConfigError, DataError
@@ -144,3 +148,28 @@ def test_a_label_budget_keeps_a_seeded_subset_of_the_training_images(tiny_data):
     assert torch.equal(dm.splits["fit"][0], datamodule(tiny_data, train_size=100).splits["fit"][0])
     with pytest.raises(ConfigError, match="train_size"):
         datamodule(tiny_data, train_size=1001)
+
+
+@pytest.mark.parametrize("stop", [URLError("unreachable"), KeyboardInterrupt()], ids=["offline", "ctrl-c"])
+def test_a_download_that_fails_half_way_leaves_nothing_behind(tmp_path, monkeypatch, stop):
+    """The first file arrives (its .gz and what it unpacks to), the next one fails: none of it stays,
+    nor the folders made for it; what was there before is kept."""
+
+    def download(url, download_root, filename, md5):
+        if any(Path(download_root).iterdir()):
+            raise stop
+        (Path(download_root) / filename).write_bytes(b"fetched")
+        (Path(download_root) / filename.removesuffix(".gz")).write_bytes(b"unpacked")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", download)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.txt").write_text("a file of the user's")
+    dm = MNISTDataModule(tmp_path / "data", download=True)
+    if isinstance(stop, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            dm.prepare_data()
+    else:
+        with pytest.raises(DataError, match=r"^MNIST files not found \(download failed: .*unreachable") as info:
+            dm.prepare_data()
+        assert "\n" not in str(info.value)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["data", "data/mine.txt"]

@@ -14,6 +14,7 @@ from digits_zoo import create_model, list_models, list_pretrained
 from digits_zoo.export import export_onnx, main, parity, write_onnx
 from digits_zoo.models.pretrained import manifest
 from digits_zoo.predict import load_trained
+from tests.conftest import ROOT
 
 
 def run_onnx(path, images: torch.Tensor) -> np.ndarray:
@@ -87,9 +88,21 @@ def test_the_command_says_what_it_wrote_and_checked(tmp_path, capsys, monkeypatc
     assert main(["single_dense"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(
-        "wrote single_dense.onnx (0.03 MB); onnxruntime against torch on 1,000 random images: largest logit difference"
+        "wrote exports/single_dense.onnx (0.03 MB); onnxruntime against torch on 1,000 random images: largest logit "
+        "difference"
     )
-    assert (tmp_path / "single_dense.onnx").is_file()
+    # in a folder of its own (which git ignores in a checkout), not among the files of the folder it ran in
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == ["exports", "exports/single_dense.onnx"]
+    assert "/exports/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert main(["lenet5"]) == 0  # the folder is there now
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["lenet5.onnx", "single_dense.onnx"]
+
+
+def test_an_export_refused_by_default_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(export_module, "ATOL", -1.0)  # no difference is small enough
+    assert main(["single_dense"]) == 1
+    assert "nothing was written" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
 
 
 def test_without_the_export_extra_it_is_one_line(monkeypatch, tmp_path, capsys):

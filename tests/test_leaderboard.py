@@ -82,14 +82,14 @@ def test_the_grouped_table_says_which_differences_exceed_the_seed_noise(sweep):
         "| c | 1 | 50.00% |  | 10.0 | 100 | 5 |  |",
     ]
     assert "Welch's two-sided t-test" in text
-    assert "Every run:" in text and "| a | 100 | 5 |  | 98.00% | 0.1000 | 10.0 | 5 | 3 |" in lines  # its seed last
+    assert "Every run:" in text and "| a | 100 | 5 |  | 98.00% | 0.1000 | 10.0 | 5 | 3 | a3 |" in lines  # seed, folder
 
 
 def test_one_run_per_group_is_the_plain_table(tmp_path):
     write_run(tmp_path / "x", "x", 0.9, 1)
     write_run(tmp_path / "y", "y", 0.8, 1)
     rows = leaderboard.collect([tmp_path])
-    assert leaderboard.report(rows) == leaderboard.markdown(rows)
+    assert leaderboard.report(rows) == leaderboard.runs_markdown(rows)
     assert [r["group"] for r in rows] == ["x", "y"]
 
 
@@ -205,9 +205,9 @@ def test_search_trials_are_ranked_by_validation_and_say_the_test_was_not_run(tmp
     lines = leaderboard.report(rows).splitlines()
     assert lines[0] == (
         "| model | parameters | epochs | best val accuracy | test accuracy | test loss | training seconds "
-        "| best epoch | seed |"
+        "| best epoch | seed | run |"
     )
-    assert lines[2] == "| mlp optimizer.lr=0.003 | 100 | 5 | 97.00% | not run |  | 10.0 | 5 | 42 |"
+    assert lines[2] == "| mlp optimizer.lr=0.003 | 100 | 5 | 97.00% | not run |  | 10.0 | 5 | 42 | 1_mlp |"
     back = leaderboard.read(_written(rows, tmp_path))
     assert leaderboard.report(back) == leaderboard.report(rows)
 
@@ -228,3 +228,36 @@ def test_the_grouped_table_shows_the_mean_validation_accuracy_where_recorded(tmp
     lines = leaderboard.summary_markdown(leaderboard.collect([tmp_path])).splitlines()
     assert lines[0].startswith("| model | runs | test accuracy (mean ± std) | 95% CI | best val accuracy (mean) |")
     assert lines[2].startswith("| a | 2 | 97.25% ± 0.35 |") and "| 97.00% | 10.0 |" in lines[2]
+
+
+def test_each_run_names_its_folder_relative_to_where_the_leaderboard_gathered_it(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "2026-01-01_10-00-00"
+    write_run(sweep / "0_lenet5", "lenet5", 0.99, 1, **{"best_val/acc": 0.985})
+    write_run(tmp_path / "outputs" / "x" / "2026-01-02_10-00-00", "x", 0.9, 1)
+    assert leaderboard.main([str(sweep), str(tmp_path / "outputs" / "x" / "2026-01-02_10-00-00")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "| model | parameters | epochs | best val accuracy | test accuracy | test loss | training seconds "
+        "| best epoch | seed | run |"
+    )
+    assert lines[2] == "| lenet5 | 100 | 5 | 98.50% | 99.00% | 0.1000 | 10.0 | 5 | 1 | 0_lenet5 |"  # in the sweep
+    assert lines[3].endswith("| 90.00% | 0.1000 | 10.0 | 5 | 1 | 2026-01-02_10-00-00 |")  # a run folder given: its name
+
+
+def test_debug_runs_are_listed_after_the_full_runs_and_not_ranked_with_them(tmp_path, capsys):
+    write_run(tmp_path / "full", "lenet5", 0.97, 1, dataset="MNIST")
+    write_run(tmp_path / "smoke", "lenet5", 0.99, 1, "debug=fast", dataset="MNIST")  # higher, on 2 test batches
+    write_run(tmp_path / "none", "mlp", 0.95, 1, "debug=null", dataset="MNIST")  # (the default: a full run)
+    rows = leaderboard.collect([tmp_path])
+    assert [(r["run_name"], r["debug"]) for r in rows] == [("smoke", "fast"), ("full", ""), ("none", "")]
+    text = leaderboard.report(rows)
+    debug_title = "MNIST, debug runs (debug=fast: a smoke test on a few batches, not ranked with full runs):"
+    assert text.index("MNIST:\n") < text.index("| lenet5 | 100 |") < text.index("| mlp debug=null |")
+    assert text.index("| mlp debug=null |") < text.index(debug_title) < text.index("| lenet5 debug=fast |")
+    assert leaderboard.groups(leaderboard.sections(rows)[0][1])[0].name == "lenet5"  # the full run ranks first
+
+    for run in ("full", "none"):  # debug runs alone still say so
+        (tmp_path / run / "results.json").unlink()
+    assert leaderboard.main([str(tmp_path), "--out", str(tmp_path / "board")]) == 0
+    assert capsys.readouterr().out.startswith(debug_title)
+    assert [r["debug"] for r in leaderboard.read(tmp_path / "board" / "leaderboard.csv")] == ["fast"]

@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import random
+import runpy
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from digits_zoo.training.module import DivergedError
 from digits_zoo.training.resume import ResumeError, load_resume
 from digits_zoo.training.run import train
 from digits_zoo.training.stops import hydra_override
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_overrides
 
 # dropout, batch-norm, augmentation and a one-cycle schedule: every kind of state a resume must restore
 EXACTING = ["model=mlp_bn_dropout", "data.augment={degrees:10,scale:0.1,translate:0.1}", "optimizer.scheduler=onecycle"]
@@ -287,3 +288,113 @@ def test_checkpoints_from_files_never_run_pickled_code(tmp_path):
 
     torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # the unsafe way does run it
     assert ran.exists()
+
+
+@pytest.fixture
+def train_py(monkeypatch, capsys, tiny_data, tmp_path):
+    """`python train.py ARGS` in this process, in tmp_path; a first argument other than resume= starts
+    a quiet run on the tiny data (its folder: tmp_path / that argument). Returns (exit code, stderr)."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(first: str, *args: str) -> tuple[int, str]:
+        if not first.startswith("resume="):
+            quiet = ["+trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
+            args = (*tiny_overrides(tiny_data), *quiet, f"hydra.run.dir={first}", *args)
+        else:
+            args = (first, *args)
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
+        capsys.readouterr()
+        try:
+            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+        except SystemExit as exit_info:
+            return exit_info.code, capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    return run
+
+
+# dropout, batch-norm and augmentation: the randomness that must go on as in a run started with more epochs
+RANDOM = ["model=mlp_bn_dropout", "data.augment={degrees:10,scale:0.1,translate:0.1}"]
+
+
+def test_a_finished_run_extended_with_more_epochs_is_the_run_started_with_them(train_py, tmp_path, monkeypatch):
+    assert train_py("straight", *RANDOM, "trainer.max_epochs=3")[0] == 0
+    assert train_py("run", *RANDOM, "trainer.max_epochs=2")[0] == 0
+    drawn = []  # the pictures are drawn again, from every epoch's metrics
+    monkeypatch.setattr(
+        "digits_zoo.training.figures.save_run_plots", lambda _, __, history, *a: drawn.append(history) or {}
+    )
+    code, stderr = train_py("resume=run", "trainer.max_epochs=3")
+    assert code == 0, stderr
+
+    run = tmp_path / "run"
+    expected, got = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("straight", "run"))
+    for key in ("test/acc", "test/loss", "epochs", "best_epoch", "best_val/acc"):
+        assert got[key] == expected[key], key
+    assert got["epochs"] == 3
+    straight_state, extended_state = final_state(tmp_path / "straight"), final_state(run)
+    assert all(torch.equal(straight_state[key], extended_state[key]) for key in straight_state)
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    assert [float(r["epoch"]) for r in rows if r["train/loss"]] == [0, 1, 2]  # the first two kept, each once
+    assert len([r for r in rows if r["test/acc"]]) == 1
+    assert sorted(drawn[-1]) == [0, 1, 2]
+    # the run folder says 3 epochs wherever it records them: a later resume= and the leaderboard read them
+    for config in (run / "config.yaml", run / ".hydra" / "config.yaml"):
+        assert "max_epochs: 3\n" in config.read_text()
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    assert "- trainer.max_epochs=3\n" in overrides and "max_epochs=2" not in overrides
+    assert "Extending it from 2 to 3 epochs" in (run / "train.log").read_text()
+    assert load_resume(run, check_overrides=False).cfg.trainer.max_epochs == 3
+
+
+def test_extending_a_run_is_refused_in_one_line_where_it_would_not_be_exact(train_py, tmp_path):
+    def refused(*args: str) -> str:
+        code, stderr = train_py(*args)
+        assert code == 1 and "Traceback" not in stderr, stderr
+        (line,) = stderr.strip().splitlines()
+        return line
+
+    assert train_py("run", "trainer.max_epochs=2")[0] == 0
+    before = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
+    assert refused("resume=run", "trainer.max_epochs=2") == (
+        "error: resume=run trainer.max_epochs=2: the run already has 2 epochs; to train it further give more "
+        "epochs, e.g. trainer.max_epochs=4"
+    )
+    assert "drop the other overrides (seed=3)" in refused("resume=run", "trainer.max_epochs=4", "seed=3")
+    assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == before
+
+    # what an extension to 4 leaves where it stopped before its first new epoch ended: config.yaml says 4
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace("  max_epochs: 2\n", "  max_epochs: 4\n"))
+    assert refused("resume=run", "trainer.max_epochs=3") == (
+        "error: resume=run trainer.max_epochs=3: the run already runs to 4 epochs (2 done; resume=run finishes "
+        "them); to train it further give more epochs, e.g. trainer.max_epochs=8"
+    )
+    assert train_py("resume=run", "trainer.max_epochs=4")[0] == 0  # the same command again (DDP's workers run it)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs"] == 4
+
+    # a one-cycle schedule's steps were laid out over the epochs it started with
+    assert train_py("onecycle", "trainer.max_epochs=1", "optimizer.scheduler=onecycle")[0] == 0
+    line = refused("resume=onecycle", "trainer.max_epochs=2")
+    assert line.startswith("error: resume=onecycle trainer.max_epochs=2: its one-cycle learning-rate schedule")
+    assert "spans the 1 epochs it was started with" in line and "model.pretrained=onecycle" in line
+
+    # val/acc is 1.0 from the first epoch on these digits: patience 1 ends the run after epoch 2 of 4
+    stopped = ["trainer.max_epochs=4", "callbacks=early_stopping", "callbacks.early_stopping.patience=1"]
+    assert train_py("stopped", *stopped)[0] == 0
+    assert json.loads((tmp_path / "stopped" / "results.json").read_text())["epochs"] == 2
+    assert refused("resume=stopped", "trainer.max_epochs=8") == (
+        "error: resume=stopped trainer.max_epochs=8: early stopping ended this run after epoch 2 of its 4 (its "
+        "patience had run out), not its limit of epochs, so a higher limit does not train it on; to train on from "
+        "its weights, start a new run with model.pretrained=stopped trainer.max_epochs=8"
+    )
+
+
+@pytest.mark.slow  # real train.py processes, two DDP workers each
+def test_a_ddp_run_is_extended_by_all_its_workers(tiny_data, tmp_path):
+    ddp = ["trainer=ddp", "trainer.devices=2", "model=single_dense"]
+    assert start_train(tiny_data, tmp_path / "run", *ddp, "trainer.max_epochs=1").wait(timeout=300) == 0
+    extended = popen_train(tmp_path, "extended", f"resume={tmp_path / 'run'}", "trainer.max_epochs=2")
+    stderr = finish(extended, tmp_path, "extended")  # the second worker runs the same command, its config then says 2
+    assert extended.returncode == 0, stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs"] == 2

@@ -221,13 +221,20 @@ class MNISTDataModule(L.LightningDataModule):
         if self.check_files():
             return
         made = [folder for folder in (self.raw_dir, *self.raw_dir.parents) if not folder.exists()]  # deepest first
+        there = set(self.raw_dir.iterdir()) if self.raw_dir.is_dir() else set()
         try:
             for train in (True, False):
                 self.dataset_cls(self.data_dir, train=train, download=True)
-        except Exception as error:  # torchvision raises RuntimeError, URLError, ... per mirror
-            for folder in made:  # the folders torchvision made for it, where it left them empty
+        except BaseException as error:  # torchvision raises RuntimeError, URLError, ... per mirror; or Ctrl+C
+            # a failed download leaves nothing: the files it fetched (some whole, one cut short) and its folders
+            for path in set(self.raw_dir.iterdir()) - there if self.raw_dir.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            for folder in made:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
+            if not isinstance(error, Exception):
+                raise
             last_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise self._missing_error(f"download failed: {last_line}") from error
 

@@ -58,9 +58,9 @@ def markdown_table(header: list[str], cells: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
 
 
-def markdown(rows: list[dict]) -> str:
-    """One line per run."""
-    return markdown_table(list(COLUMNS), [[show(r) for show in COLUMNS.values()] for r in rows])
+def markdown(rows: list[dict], columns: dict = COLUMNS) -> str:
+    """One line per run, in `columns` (header: how to show a results.json entry)."""
+    return markdown_table(list(columns), [[show(r) for show in columns.values()] for r in rows])
 
 
 def evaluation_markdown(rows: list[dict]) -> str:

@@ -4,6 +4,9 @@ The run goes on in its own folder, with its own `config.yaml`, from `checkpoints
 is written at the end of every epoch. The epoch that was cut short starts again from its beginning;
 everything random in an epoch (data order, augmentation, dropout) derives from the seed and the
 epoch alone, so it replays exactly, and the run ends as it would have without the interruption.
+`trainer.max_epochs=N` (the one override a resume takes) extends a run, finished or not, to N epochs:
+training goes on from last.ckpt as if the run had been started with N, and the run folder's configs
+record N (`record_extension`).
 The folder may come from someone else: its checkpoint is read weights-only and its records checked,
 and its config.yaml builds only the targets of an allow-list (`check_targets`, docs/security.md).
 """
@@ -24,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.models.pretrained import WeightsError, holds_code, trained_on
+from digits_zoo.writes import write_text_atomically
 
 EXAMPLE = "outputs/flatten_mlp/2026-11-23_22-30-00"
 
@@ -38,6 +42,7 @@ class Resume:
     checkpoint: Path  # its last.ckpt
     epoch: int  # the last finished epoch, counted from 0 as Lightning does
     stopped_early: bool = False  # an early-stopping callback ended its training (only its test is left)
+    extended_from: int | None = None  # its trainer.max_epochs before `trainer.max_epochs=N` extended it
 
 
 def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
@@ -47,9 +52,11 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
     folder = Path(run).expanduser()
     if not folder.is_dir():
         raise ResumeError(f"resume={run}: no such folder; give the run folder of a train.py run, e.g. {EXAMPLE}")
-    if check_overrides and (others := _other_overrides()):
+    others, max_epochs = _overrides() if check_overrides else ([], None)
+    if others:
         raise ResumeError(
-            f"resume={run} continues the run with its own config.yaml; drop the other overrides ({' '.join(others)})"
+            f"resume={run} continues the run with its own config.yaml (only trainer.max_epochs=N, to extend it, "
+            f"may change); drop the other overrides ({' '.join(others)})"
         )
     config, checkpoint = folder / "config.yaml", folder / "checkpoints" / "last.ckpt"
     if not config.is_file():
@@ -79,9 +86,66 @@ def load_resume(run: str | Path, *, check_overrides: bool = True) -> Resume:
             "that folder for checkpoints and logs; move it back there to resume it"
         )
     epoch, stopped_early = state["epoch"], _stopped_early(state)
-    if stopped_early:  # Lightning would train on from the checkpoint: its training ended there
+    planned = cfg.trainer.max_epochs
+    extended = max_epochs is not None and _extension(cfg, run, epoch + 1, stopped_early, max_epochs)
+    if extended:
+        cfg.trainer.max_epochs = extended
+    elif stopped_early:  # Lightning would train on from the checkpoint: its training ended there
         cfg.trainer.max_epochs = epoch + 1
-    return Resume(cfg, checkpoint, epoch, stopped_early)
+    return Resume(cfg, checkpoint, epoch, stopped_early, planned if extended else None)
+
+
+def _extension(cfg: DictConfig, run: str | Path, done: int, stopped_early: bool, max_epochs: str) -> int | None:
+    """The N of `trainer.max_epochs=N` that extends the run `run` (`done` epochs trained), or None
+    where N is already its own (the command given again, or run again by DDP's other processes);
+    refused where the run would not end as if it had been started with N."""
+    planned = cfg.trainer.max_epochs
+    command = f"resume={run} trainer.max_epochs={max_epochs}"
+    if not max_epochs.isdigit():
+        raise ResumeError(f"{command}: give the number of epochs the run should have, e.g. trainer.max_epochs=10")
+    if stopped_early:  # Lightning would restore the stopped callback, which ends the run again at its first chance
+        raise ResumeError(
+            f"{command}: early stopping ended this run after epoch {done} of its {planned} (its patience had run "
+            f"out), not its limit of epochs, so a higher limit does not train it on; to train on from its weights, "
+            f"start a new run with model.pretrained={run} trainer.max_epochs={max_epochs}"
+        )
+    epochs = int(max_epochs)
+    if epochs <= done or epochs < planned:
+        has = (
+            f"has {done} epochs"
+            if epochs <= done
+            else f"runs to {planned} epochs ({done} done; resume={run} finishes them)"
+        )
+        raise ResumeError(
+            f"{command}: the run already {has}; to train it further give more epochs, e.g. "
+            f"trainer.max_epochs={2 * planned}"
+        )
+    if epochs == planned:
+        return None
+    if cfg.optimizer.get("scheduler") == "onecycle":  # its total steps are in the checkpoint's scheduler
+        raise ResumeError(
+            f"{command}: its one-cycle learning-rate schedule (optimizer.scheduler=onecycle) spans the {planned} "
+            f"epochs it was started with and cannot be stretched; train a new run with trainer.max_epochs="
+            f"{max_epochs}, or from this run's weights with model.pretrained={run}"
+        )
+    return epochs
+
+
+def record_extension(folder: Path, max_epochs: int) -> None:
+    """Write `trainer.max_epochs=max_epochs` into the run folder's configs: its config.yaml (what
+    `resume=` and the leaderboard read), `.hydra/config.yaml` and `.hydra/overrides.yaml` (the
+    command that makes the run as it now is: training on from last.ckpt equals training to N at once)."""
+    for path in (folder / "config.yaml", folder / ".hydra" / "config.yaml"):
+        if path.is_file():
+            config = OmegaConf.load(path)
+            OmegaConf.update(config, "trainer.max_epochs", max_epochs)
+            write_text_atomically(path, OmegaConf.to_yaml(config))
+    overrides = folder / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        lines, given = list(OmegaConf.load(overrides)), f"trainer.max_epochs={max_epochs}"
+        where = [n for n, line in enumerate(lines) if _key(line) == "trainer.max_epochs"]
+        lines = [given if n in where else line for n, line in enumerate(lines)] if where else [*lines, given]
+        write_text_atomically(overrides, OmegaConf.to_yaml(OmegaConf.create(lines)))
 
 
 TRUSTED_VARIABLE = "DIGITS_ZOO_TRUSTED_TARGETS"
@@ -209,13 +273,22 @@ def _read(path: Path, read):
         raise ResumeError(f"cannot read {path} ({one_line(error)}); train again without resume=") from None
 
 
-def _other_overrides() -> list[str]:
-    """Command-line overrides besides resume= (only where train.py runs under Hydra)."""
+def _key(override: str) -> str:
+    """`trainer.max_epochs` of `+trainer.max_epochs=10`."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _overrides() -> tuple[list[str], str | None]:
+    """The command-line overrides besides resume= and trainer.max_epochs=, and the value of that one
+    (None: not given), where train.py runs under Hydra."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return []
-    return [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        return [], None
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    max_epochs = [o.partition("=")[2] for o in overrides if o.startswith("trainer.max_epochs=")]
+    others = [o for o in overrides if not o.startswith("trainer.max_epochs=")]
+    return others, max_epochs[-1] if max_epochs else None
 
 
 def keep_logged_epochs(loggers: list[Logger], last_epoch: int) -> None:

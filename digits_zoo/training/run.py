@@ -25,7 +25,7 @@ from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.lr_find import find_learning_rate
 from digits_zoo.training.module import DigitClassifier, harmless_warnings_hidden
 from digits_zoo.training.results import loggers, markdown, report
-from digits_zoo.training.resume import Resume, keep_logged_epochs, load_resume
+from digits_zoo.training.resume import Resume, keep_logged_epochs, load_resume, record_extension
 from digits_zoo.training.stops import reporting_stops
 from digits_zoo.writes import write_text_atomically
 
@@ -95,6 +95,8 @@ def train(cfg: DictConfig) -> dict:
     if resume:
         cfg = resume.cfg
         log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
+        if resume.extended_from is not None:
+            log.info("Extending it from %d to %d epochs", resume.extended_from, cfg.trainer.max_epochs)
     datamodule = instantiate(cfg.data)
     check_config(cfg, datamodule)
     out_dir = _run_folder(cfg, resume)
@@ -113,12 +115,16 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _run_folder(cfg: DictConfig, resume: Resume | None) -> Path:
-    """The run folder, made, with the run's resolved config.yaml (a resumed run keeps its own)."""
+    """The run folder, made, with the run's resolved config.yaml (a resumed run keeps its own, which
+    an extension's trainer.max_epochs=N updates)."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # with DDP every process runs train(cfg) in the same run folder
-    if not resume and rank_zero_only.rank == 0:
+    if rank_zero_only.rank != 0:  # with DDP every process runs train(cfg) in the same run folder
+        return out_dir
+    if not resume:
         write_text_atomically(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    elif resume.extended_from is not None:
+        record_extension(out_dir, cfg.trainer.max_epochs)
     return out_dir
 
 
