@@ -79,6 +79,8 @@ def test_an_installed_wheel_trains_sweeps_evaluates_and_predicts(run, tiny_data)
     assert results["model"] == "single_dense" and results["test/acc"] > 0.5
     saved = (run.work / "first" / ".hydra" / "config.yaml").read_text()
     assert "lr: 0.01" in saved
+    run("digits-zoo", "train", "resume=first", "trainer.max_epochs=2")  # trained further
+    assert json.loads((run.work / "first" / "results.json").read_text())["epochs"] == 2
 
     run("digits-zoo", "train", "-m", "model=single_dense,flatten_mlp", "hydra.sweep.dir=sweep", *tiny)
     assert "flatten_mlp" in (run.work / "sweep" / "leaderboard.md").read_text()
