@@ -4,21 +4,22 @@
     digits-zoo eval model_source=vgg_bn
     digits-zoo predict three.png
 
-`train` and `eval` run Hydra on the shipped configs (`digits_zoo.cli`); the others are the argparse
-applications of the package (`digits_zoo.predict`, ...), each imported only when it is the one asked
-for. This module imports only the standard library at the top, so that a mistake in the command line
-is answered before torch is imported; a signal that comes while the rest is imported ends in one line.
+`train` and `eval` run Hydra on the shipped configs (`digits_zoo.cli`); the others parse their options
+(`digits_zoo.arguments`), then import the module that runs them (`digits_zoo.predict`, ...). Nothing
+here imports torch, so that a mistake in the command line is answered first; a signal that comes
+while the rest is imported ends in one line.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
 from functools import partial
 from importlib import import_module
 
-# name: (what it does, the module whose main(argv) runs it, or None for a Hydra entry point)
+from digits_zoo import arguments
+
+# name: (what it does, the module whose run(args) runs it, or None for a Hydra entry point)
 COMMANDS = {
     "train": ("train a model, test its best epoch and keep everything in a run folder", None),
     "eval": ("test a trained model on the test set of its dataset", None),
@@ -55,24 +56,22 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"did you mean {close[0]}? " if close else ""
         print(f"error: unknown command {name!r}; {hint}commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    if name in arguments.PARSERS:  # --help and a mistyped option end here, before torch is imported
+        args = arguments.PARSERS[name]().parse_args(rest)
     signal.signal(signal.SIGTERM, _stopped_while_starting)  # (the command's own handling starts with it)
     try:
-        command = _load(name)
+        if name not in arguments.PARSERS:
+            from digits_zoo.cli import hydra_command
+
+            command = partial(hydra_command, name, rest)
+        else:
+            command = partial(import_module(COMMANDS[name][1]).run, args)
     except KeyboardInterrupt:  # Ctrl+C while Python imports torch
         print("stopped: SIGINT (Ctrl+C) before the run started", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return command(rest) or 0
-
-
-def _load(name: str) -> Callable[[list[str]], int | None]:
-    module = COMMANDS[name][1]
-    if module is None:
-        from digits_zoo.cli import hydra_command
-
-        return partial(hydra_command, name)
-    return import_module(module).main
+    return command() or 0
 
 
 def _stopped_while_starting(signum, frame) -> None:

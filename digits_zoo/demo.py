@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from digits_zoo import arguments
 from digits_zoo.data.preprocess import WORK_PIXELS, ImageError, prepare_image, to_tensor
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.models.pretrained import manifest
@@ -187,36 +188,14 @@ def serve(app, sock: socket.socket) -> None:
     server(app).run(sockets=[sock])
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="digits-zoo demo",
-        description="A local web page to draw a digit on and see what the models read.",
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
-    )
-    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
-    parser.add_argument(
-        "--checkpoint",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="also offer the model of this checkpoint or train.py run folder (repeatable)",
-    )
-    parser.add_argument(
-        "--model",
-        metavar="NAME",
-        help="the model selected at first: a shipped model's name or a --checkpoint PATH "
-        "(default: the first checkpoint, else the strongest shipped model)",
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run(arguments.demo().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         with sigterm_raises():
-            return run(args)
+            return serve_pages(args)
     except KeyboardInterrupt:  # at any moment: while the models load, or after uvicorn's graceful shutdown
         print("stopped: SIGINT (Ctrl+C); the demo is closed", file=sys.stderr)
         return 128 + signal.SIGINT
@@ -225,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
 
 
-def run(args: argparse.Namespace) -> int:
+def serve_pages(args: argparse.Namespace) -> int:
     try:
         require_extra()
         choices = shipped_models() | checkpoint_models(args.checkpoint)

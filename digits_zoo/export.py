@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from digits_zoo import arguments
 from digits_zoo.errors import DigitsZooError, one_line
 
 ATOL, RTOL = 1e-4, 1e-4  # float32 through another runtime: sums in another order
@@ -188,18 +189,10 @@ def export_onnx(source: str, out: Path | None = None, data_dir: str | Path | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="digits-zoo export", description="Export a trained digits_zoo model to ONNX, checked against torch."
-    )
-    parser.add_argument("source", help="a checkpoint, a run folder, or a shipped model's name (e.g. vgg_bn)")
-    parser.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default: onnx)")
-    parser.add_argument("--out", type=Path, help="the file to write (default: exports/<model>.onnx)")
-    parser.add_argument(
-        "--data-dir",
-        help="the folder with the model's dataset (MNIST/raw, FashionMNIST/raw) for the check "
-        "(default: $DIGITS_ZOO_DATA_DIR or ./data)",
-    )
-    args = parser.parse_args(argv)
+    return run(arguments.export().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         check = export_onnx(args.source, args.out, args.data_dir)
     except (DigitsZooError, OSError) as error:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from digits_zoo import arguments
 from digits_zoo.errors import one_line
 from digits_zoo.training.results import COLUMNS, evaluation_markdown, markdown, markdown_table
 
@@ -463,12 +464,10 @@ class LeaderboardCallback(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="digits-zoo leaderboard", description="The table of results of run folders (or sweep folders)."
-    )
-    parser.add_argument("folders", nargs="+", type=Path, help="run folders, or folders that hold them")
-    parser.add_argument("--out", type=Path, help="also write leaderboard.md and leaderboard.csv here")
-    args = parser.parse_args(argv)
+    return run(arguments.leaderboard().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     missing = [str(f) for f in args.folders if not f.is_dir()]
     if missing:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)

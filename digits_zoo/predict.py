@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from digits_zoo import arguments
 from digits_zoo.data.preprocess import ImageError, prepare_image, to_pixels, to_tensor
 from digits_zoo.errors import one_line
 from digits_zoo.models.pretrained import (
@@ -306,33 +307,11 @@ def _format(result: dict, trained: Trained) -> str:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="digits-zoo predict",
-        description="Predict the digit in each picture (PNG, JPEG, ...: any size, dark ink on light "
-        "paper or light ink on dark) with a model trained by train.py.",
-    )
-    parser.add_argument(
-        "images",
-        nargs="+",
-        metavar="IMAGE",
-        help="picture files, folders (their pictures) or quoted glob patterns such as 'scans/*.png'",
-    )
-    parser.add_argument(
-        "--model",
-        metavar="SOURCE",
-        help="a checkpoint (*.ckpt), a run folder of train.py (its best checkpoint, else last.ckpt), "
-        "or a model name for the weights shipped with digits_zoo (default: the strongest shipped model)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON list to stdout instead of text")
-    parser.add_argument(
-        "--save-input", type=Path, metavar="DIR", help="save the 28x28 picture the model saw as DIR/<stem>.28x28.png"
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run(arguments.predict().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     if args.model is None:
         args.model = strongest_shipped()
         info = pretrained_info(args.model)

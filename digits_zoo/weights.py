@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
+from digits_zoo import arguments
 from digits_zoo.errors import DigitsZooError, one_line
 from digits_zoo.models import pretrained
 from digits_zoo.models.pretrained import (
@@ -93,16 +94,10 @@ def ship_run(run_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="digits-zoo weights",
-        description="The weights shipped with the package: list them, describe one, or ship a run's.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="the shipped models, with their dataset and test accuracy")
-    commands.add_parser("info", help="a shipped model's record (JSON)").add_argument("name", metavar="MODEL")
-    ship = commands.add_parser("export", help="ship a train.py run's tested weights (maintainers)")
-    ship.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_FOLDER")
-    args = parser.parse_args(argv)
+    return run(arguments.weights().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     if args.command == "list":
         for name, entry in manifest().items():
             print(f"{name:<16} {entry['dataset']:<14} {100 * entry['test_acc']:.2f}%  {entry['params']:>9,} parameters")

@@ -8,7 +8,7 @@ from importlib import import_module
 
 import pytest
 
-from digits_zoo import command
+from digits_zoo import arguments, command
 from digits_zoo.cli import config_dir
 from tests.conftest import CONFIGS, ROOT, tiny_overrides
 
@@ -99,6 +99,17 @@ def test_the_command_lists_every_command_and_each_has_its_help(capsys):
             assert exit_info.value.code == 0
             usage = capsys.readouterr().out
             assert usage.startswith(f"usage: digits-zoo {name}"), usage
+
+
+@pytest.mark.parametrize("name", list(arguments.PARSERS))
+def test_help_and_a_mistyped_option_are_answered_before_torch_is_imported(tmp_path, name):
+    for args, code in ((["--help"], 0), (["--no-such-option"], 2)):
+        result = subprocess.run(
+            [sys.executable, "-c", PROBE, "digits_zoo", name, *args], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert result.returncode == code, result.stderr
+        assert result.stderr.splitlines()[-1] == "torch not imported"
+        assert (result.stdout if code == 0 else result.stderr).startswith(f"usage: digits-zoo {name}")
 
 
 @pytest.mark.parametrize("name", ["train", "eval"])
