@@ -27,16 +27,18 @@ def epochs(text: str) -> list[tuple[int, int]]:
 
 def fit(tiny_data, run, *overrides: str) -> digits_zoo.api.Fit:
     """digits_zoo.fit of a tiny run (2 epochs) in `run`, in this process, its console captured (not a terminal)."""
-    tiny = [*tiny_overrides(tiny_data), "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "+trainer.enable_model_summary=false"]
-    return digits_zoo.fit("flatten_mlp", [*tiny, f"hydra.run.dir={run}", *overrides])
+    tiny = [*tiny_overrides(tiny_data), "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+    return digits_zoo.fit(
+        "flatten_mlp", [*tiny, "+trainer.enable_model_summary=false", f"hydra.run.dir={run}", *overrides]
+    )
 
 
 @pytest.mark.slow  # a real train.py process
 def test_a_piped_run_prints_a_line_per_epoch_and_no_bar_frames(tiny_data, tmp_path):
     # (as in python train.py ... 2>&1 | cat > log)
+    overrides = [*tiny_overrides(tiny_data), "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}"]
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tiny_data), "trainer.max_epochs=2"]
-        + [f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, str(ROOT / "train.py"), *overrides],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -124,7 +125,7 @@ class EpochLines(L.Callback):
     Written once the epoch is complete: Lightning calls a callback's on_train_epoch_end before the
     module's, which computes the epoch's training means, so at the next epoch's start or the end."""
 
-    NAMES = {"train/loss": "loss", "train/acc": "acc", "val/loss": "val_loss", "val/acc": "val_acc"}
+    NAMES: ClassVar = {"train/loss": "loss", "train/acc": "acc", "val/loss": "val_loss", "val/acc": "val_acc"}
 
     def __init__(self):
         self._epoch: int | None = None  # the epoch under way
