@@ -69,23 +69,6 @@ def root_logger_kept() -> Iterator[None]:
         root.handlers[:], root.level = handlers, level
 
 
-@contextmanager
-def lightning_logging_in_the_run() -> Iterator[None]:
-    """Lightning imported before the run set up logging (here it is; train.py imports it after) gave
-    its loggers a console handler of their own that does not propagate: their lines would bypass the
-    run's console and train.log. For the run they propagate, as in train.py."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
-    for logger in loggers:
-        logger.handlers.clear()
-        logger.propagate = True
-    try:
-        yield
-    finally:
-        for logger, (handlers, propagate) in zip(loggers, saved):
-            logger.handlers[:], logger.propagate = handlers, propagate
-
-
 def _compose(model: str | None, overrides: Sequence[str]) -> DictConfig:
     """The run's configuration: `model=MODEL` and the overrides; a registered model without a
     `configs/model/` file of its own (one registered in a notebook) goes by its name, with no arguments."""
@@ -138,7 +121,7 @@ def fit(model: str | None = None, overrides: Sequence[str] = (), *, quiet: bool 
         cfg.hydra.mode = RunMode.RUN
     callbacks = Callbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name="train")  # the run-folder guard claims the folder
-    with root_logger_kept(), lightning_logging_in_the_run():
+    with root_logger_kept():
         job = run_job(
             task_function=train,
             config=cfg,

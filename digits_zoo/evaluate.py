@@ -73,8 +73,13 @@ def evaluate(cfg: DictConfig) -> dict:
         )
     module = DigitClassifier(**{**trained.hparams, "compile": False})
     module.model.load_state_dict(trained.network.state_dict())
+    bar = progress_bar() if cfg.trainer.get("enable_progress_bar", True) else None  # (none in a log or a pipe)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers(cfg) or False, callbacks=[progress_bar(), RunFigures()], enable_checkpointing=False
+        cfg.trainer,
+        logger=loggers(cfg) or False,
+        callbacks=[RunFigures(), *([bar] if bar else [])],
+        enable_progress_bar=bar is not None,
+        enable_checkpointing=False,
     )
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
     results = {

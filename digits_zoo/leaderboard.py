@@ -405,16 +405,16 @@ def chosen_test(trial: dict) -> dict:
     module = DigitClassifier.load_from_checkpoint(
         resolve_checkpoint(trial["run"]), map_location="cpu", weights_only=True
     )
-    trainer = instantiate(
-        cfg.trainer,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        callbacks=[RunFigures()],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    with run_settings():
+    with run_settings():  # (the Trainer logs its device lines as it is made)
+        trainer = instantiate(
+            cfg.trainer,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            callbacks=[RunFigures()],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         (metrics,) = trainer.test(module, datamodule=instantiate(cfg.data), verbose=False)
     return metrics
 

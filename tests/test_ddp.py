@@ -196,6 +196,9 @@ def test_both_processes_work_in_one_run_folder_and_one_writes_it(ddp_run):
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert len(checkpoints) == 2 and checkpoints[0].startswith("best-epoch") and checkpoints[1] == "last.ckpt"
     assert result.stdout.count("| flatten_mlp | 79,510 | 2 |") == 1  # one summary
+    log = (run / "train.log").read_text()  # each epoch's line once, from the first process
+    assert [log.count(f"Epoch {n}/2 - ") for n in (1, 2)] == [1, 1]
+    assert "Epoch" not in (run / "train_ddp_process_1.log").read_text()
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     assert len([r for r in rows if r["train/acc"]]) == 2 and len([r for r in rows if r["val/acc"]]) == 2
 

@@ -232,13 +232,14 @@ def test_a_value_error_from_our_own_code_keeps_its_stack_trace():
 
 @pytest.mark.slow  # a real train.py process
 def test_the_error_line_starts_a_line_of_its_own_after_a_progress_bar(tiny_data, tmp_path):
-    # (as in a log: python train.py ... > log 2>&1); the sanity check's bar has drawn before the error
+    # (as in a log: python train.py ... > log 2>&1, a bar asked for); the sanity check's bar has drawn before the error
     result = subprocess.run(
         [
             sys.executable,
             str(ROOT / "train.py"),
             f"data.data_dir={tiny_data}",
             "data.val_size=200",
+            "callbacks.progress_bar._target_=digits_zoo.training.callbacks.BatchProgressBar",
             "+trainer.val_check_interval=100000",
             f"hydra.run.dir={tmp_path / 'run'}",
         ],

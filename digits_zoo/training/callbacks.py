@@ -1,8 +1,12 @@
-"""Callbacks: progress bars that count batches, and the per-epoch seeding of torch's generators."""
+"""Callbacks: progress bars that count batches, a line per epoch in the log, and the per-epoch seeding
+of torch's generators."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -11,6 +15,8 @@ from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 from digits_zoo.data.mnist import batches_per_epoch
+
+log = logging.getLogger(__name__)
 
 
 class _CountBatches:
@@ -41,10 +47,12 @@ class _CountBatches:
         return batch_idx + 1
 
 
-def epoch_label(trainer) -> str:
-    """ "Epoch 3/5": counted from 1, as results.json, the plots and the checkpoints' names count."""
+def epoch_label(trainer, epoch: int | None = None) -> str:
+    """ "Epoch 3/5" (of `epoch`, else the current one): counted from 1, as results.json, the plots and
+    the checkpoints' names count."""
     total = trainer.max_epochs
-    return f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")
+    epoch = trainer.current_epoch if epoch is None else epoch
+    return f"Epoch {epoch + 1}" + (f"/{total}" if total and total > 0 else "")
 
 
 class BatchProgressBar(_CountBatches, TQDMProgressBar):
@@ -98,12 +106,46 @@ class RichBatchProgressBar(_CountBatches, RichProgressBar):
         self.refresh()
 
 
-def progress_bar(refresh_rate: int = 20) -> ProgressBar:
-    """Lightning's rich bar on a terminal; tqdm's where output goes to a file or a pipe (CI, logs),
-    which rich would fill with redrawn frames."""
+def progress_bar(refresh_rate: int = 1) -> ProgressBar | None:
+    """Lightning's rich bar on a terminal, updated every `refresh_rate` batches; none where output goes
+    to a file or a pipe (CI, logs), which a bar would fill with redrawn frames: there `EpochLines`
+    says what it would, once an epoch. (The one place that looks for a terminal.)"""
     if sys.stderr.isatty() and sys.stdout.isatty():
-        return RichBatchProgressBar(refresh_rate=1)  # rich redraws at its own pace
-    return BatchProgressBar(refresh_rate=refresh_rate)
+        return RichBatchProgressBar(refresh_rate=refresh_rate)
+    return None
+
+
+class EpochLines(L.Callback):
+    """A line per epoch, as Keras prints them: `Epoch 3/5 - 2.1s - loss: 0.1234 - acc: 0.9612 -
+    val_loss: 0.1100 - val_acc: 0.9650` (the epoch's means, its time with validation and checkpoints),
+    logged by rank zero. Always in train.log; on the console only where no progress bar draws (in a
+    log or a pipe, or with the bar switched off): a bar shows the same numbers, and a line written
+    under it would break it (`file_only`, which digits_zoo.training.run's console filter reads).
+
+    Written once the epoch is complete: Lightning calls a callback's on_train_epoch_end before the
+    module's, which computes the epoch's training means, so at the next epoch's start or the end."""
+
+    NAMES: ClassVar = {"train/loss": "loss", "train/acc": "acc", "val/loss": "val_loss", "val/acc": "val_acc"}
+
+    def __init__(self):
+        self._epoch: int | None = None  # the epoch under way
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)
+        self._epoch, self._start = trainer.current_epoch, time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        values = getattr(pl_module, "history", {}).get(self._epoch)
+        if values and trainer.is_global_zero:
+            parts = [epoch_label(trainer, self._epoch), f"{time.perf_counter() - self._start:.1f}s"]
+            parts += [f"{name}: {values[key]:.4f}" for key, name in self.NAMES.items() if key in values]
+            bar = trainer.progress_bar_callback
+            log.info(" - ".join(parts), extra={"file_only": bar is not None and getattr(bar, "is_enabled", True)})
+        self._epoch = None
 
 
 class EpochSeed(L.Callback):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,13 +13,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging, Timer, WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, StochasticWeightAveraging, Timer, WeightAveraging
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.errors import ConfigError
 from digits_zoo.models.pretrained import load_pretrained
-from digits_zoo.training.callbacks import EpochSeed
+from digits_zoo.training.callbacks import EpochLines, EpochSeed
 from digits_zoo.training.checkpoints import AtomicCheckpointIO
 from digits_zoo.training.checks import check_config
 from digits_zoo.training.figures import RunFigures
@@ -40,7 +41,10 @@ def _callbacks(cfg: DictConfig, validation: bool) -> list[L.Callback]:
         target = get_object(conf._target_)  # a class, or a factory such as callbacks.progress_bar
         if not validation and isinstance(target, type) and issubclass(target, ModelCheckpoint) and conf.get("monitor"):
             continue  # nothing to rank a "best" by: last.ckpt, the final weights, is the one to test
-        callbacks.append(instantiate(conf))
+        callback = instantiate(conf)
+        if callback is None or (isinstance(callback, ProgressBar) and not cfg.trainer.get("enable_progress_bar", True)):
+            continue  # (progress_bar's None: no bar in a log; Lightning refuses a bar with enable_progress_bar=false)
+        callbacks.append(callback)
     return callbacks
 
 
@@ -48,21 +52,47 @@ def _drop_tips(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip")
 
 
+# Lightning's lines on every run that tell a user nothing the epoch lines do not; train.log keeps them for a bug report
+_FILE_ONLY = re.compile(r"(GPU|TPU|HPU) available: |`Trainer.fit` stopped: `max_epochs=")
+
+
+def _console_shows(record: logging.LogRecord) -> bool:
+    """Not the records meant for train.log only: Lightning's device lines, and the epoch lines where a
+    progress bar shows the same (`callbacks.EpochLines`)."""
+    return not (getattr(record, "file_only", False) or _FILE_ONLY.match(str(record.msg)))
+
+
 @contextmanager
 def tidy_lightning_logging() -> Iterator[None]:
-    """`import lightning` adds its own console handler and also propagates to the root logger, so
-    where the application configured the root logger (Hydra does) every message printed twice.
-    Lightning also advertises a cloud logger on every run. Both tidied while it runs."""
-    lightning, rank_zero = logging.getLogger("lightning"), logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    handlers = lightning.handlers[:]
-    if logging.getLogger().hasHandlers():
-        lightning.handlers.clear()
+    """`import lightning` gives its loggers console handlers of their own: where the root logger had
+    handlers then, it also propagates to them (every message printed twice); where it had none (a
+    notebook, a test), it does not (its messages never reach the run's train.log). While it runs, where
+    the application configured the root logger (Hydra does), Lightning's records go to the root's
+    handlers alone. Lightning's advert for a cloud logger is dropped, and the console (the root's
+    handlers but its files: Hydra's train.log is one) shows only what `_console_shows`."""
+    root, rank_zero = logging.getLogger(), logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    lightning = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    saved = [(logger.handlers[:], logger.propagate) for logger in lightning]
+    consoles = [
+        handler
+        for handler in root.handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+    if root.hasHandlers():
+        for logger in lightning:
+            logger.handlers.clear()
+            logger.propagate = True
     rank_zero.addFilter(_drop_tips)
+    for console in consoles:
+        console.addFilter(_console_shows)
     try:
         yield
     finally:
-        lightning.handlers[:] = handlers
+        for logger, (handlers, propagate) in zip(lightning, saved):
+            logger.handlers[:], logger.propagate = handlers, propagate
         rank_zero.removeFilter(_drop_tips)
+        for console in consoles:
+            console.removeFilter(_console_shows)
 
 
 @contextmanager
@@ -166,9 +196,12 @@ def _trainer(cfg: DictConfig, datamodule, resume: Resume | None) -> tuple[L.Trai
     if resume:
         keep_logged_epochs(run_loggers, resume.epoch)
     timer = Timer()
+    callbacks = _callbacks(cfg, validation)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*_callbacks(cfg, validation), EpochSeed(cfg.seed), timer, RunFigures()],
+        callbacks=[*callbacks, EpochSeed(cfg.seed), timer, RunFigures(), EpochLines()],
+        # the bar is the callbacks group's: none there (in a log, callbacks.progress_bar=null) is none, not Lightning's own
+        enable_progress_bar=any(isinstance(callback, ProgressBar) for callback in callbacks),
         logger=run_loggers or False,
         plugins=[AtomicCheckpointIO()],
         **({} if validation else {"limit_val_batches": 0}),
