@@ -1,11 +1,11 @@
 """Draw a digit in the browser and watch a model read it.
 
-    python -m digits_zoo.demo [--host 127.0.0.1] [--port 7860] [--checkpoint PATH ...] [--model NAME]
+    digits-zoo demo [--host 127.0.0.1] [--port 7860] [--checkpoint PATH ...] [--model NAME]
 
 Serves one page (`demo.html`) over FastAPI: a canvas to draw on with mouse, pen or finger, the
 model's reading with all ten probabilities, and the 28x28 picture the model saw. The page posts
 the canvas as a PNG; it goes through the same preparation and model code as
-`python -m digits_zoo.predict`. Needs the demo extra: pip install -e ".[demo]".
+`digits-zoo predict`. Needs the demo extra: pip install -e ".[demo]".
 """
 
 import argparse

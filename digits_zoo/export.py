@@ -1,6 +1,6 @@
 """Export a trained model to one ONNX file, and check the file against torch before it is kept.
 
-    python -m digits_zoo.export SOURCE [--format onnx] [--out FILE] [--data-dir DIR]
+    digits-zoo export SOURCE [--format onnx] [--out FILE] [--data-dir DIR]
 
 SOURCE is what `predict --model` takes: a checkpoint, a run folder or a shipped model's name; the
 file goes to FILE, by default `exports/<model>.onnx` (a folder of its own, as runs go to outputs/). The

@@ -1,6 +1,6 @@
 """One table of results from many runs: after a sweep (`python train.py -m model=a,b seed=1,2,3`) or by hand.
 
-    python -m digits_zoo.leaderboard RUN_OR_SWEEP_FOLDER [...] [--out FOLDER]
+    digits-zoo leaderboard RUN_OR_SWEEP_FOLDER [...] [--out FOLDER]
 
 Reads every `results.json` at or below the given folders and prints a Markdown table sorted by test
 accuracy; with `--out` it writes it as `leaderboard.md`, and every run as `leaderboard.csv`.

@@ -1,6 +1,6 @@
 """Predict the digit in your own pictures with a trained model.
 
-    python -m digits_zoo.predict IMAGE [IMAGE ...] [--model SOURCE] [--json] [--save-input DIR]
+    digits-zoo predict IMAGE [IMAGE ...] [--model SOURCE] [--json] [--save-input DIR]
     digits_zoo.classify(SOURCE, pictures)
 
 SOURCE is a checkpoint (`*.ckpt`), a run folder made by train.py, or the name of a model whose

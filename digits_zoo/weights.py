@@ -1,6 +1,6 @@
 """Shipping a trained model's weights with the package (maintainers; docs/contributing.md):
 
-    python -m digits_zoo.weights export RUN_FOLDER   # a run's tested weights, with their record
+    digits-zoo weights export RUN_FOLDER   # a run's tested weights, with their record
 
 `ship_run` writes `digits_zoo/models/weights/<model>.safetensors` and its manifest entry (the
 recipe, from the run folder, and what `describe` measures); `digits_zoo.models.pretrained` reads them.

@@ -54,7 +54,7 @@ def test_a_refused_training_command_imports_no_torch_and_leaves_nothing(tmp_path
 @pytest.mark.parametrize(
     "args, expected",
     [
-        ([], "eval.py needs model_source=SOURCE"),
+        ([], "eval needs model_source=SOURCE"),
         (["model_source=vgg_bn", "+model=lenet5"], "eval.py does not use model"),
         (["model_source=vgg_bn", "+epochs=3"], "eval.py does not use epochs"),
     ],

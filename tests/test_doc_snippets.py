@@ -177,10 +177,13 @@ def commands(code: str) -> list[tuple[str, str]]:
     return found
 
 
+TRAIN_OR_EVAL = re.compile(r"(python (train|eval)\.py|digits-zoo (train|eval))\b")
+
+
 def composes(command: str, places: dict) -> None:
-    """A train.py or eval.py command's overrides compose (a sweep: with its first values)."""
+    """A train or eval command's overrides compose (a sweep: with its first values)."""
     words = shlex.split(substitute(command, places))
-    entry = {"train.py": "train", "eval.py": "eval"}[Path(words[1]).name]
+    entry = words[1].removesuffix(".py")
     overrides = [word for word in words[2:] if word != "-m"]
     first = []
     for override in OverridesParser.create().parse_overrides(overrides):
@@ -199,13 +202,15 @@ def composes(command: str, places: dict) -> None:
 @pytest.mark.parametrize("block", [b for b in blocks() if b.kind == "bash"], ids=str)
 def test_every_train_and_eval_command_composes(block, places):
     for command, _ in commands(block.code):
-        if re.match(r"python (train|eval)\.py", command):
+        if TRAIN_OR_EVAL.match(command) and "--" not in command:  # (Hydra's own flags: --cfg, --config-dir)
             composes(command, places)
 
 
 def run_command(command: str, places: dict, data_dir: Path) -> str:
     """What the command prints (stdout and stderr), run as a user would in the working folder."""
     words = shlex.split(substitute(command, places))
+    if words[0] == "digits-zoo":  # the console command of this checkout
+        words = ["python", "-m", "digits_zoo", *words[1:]]
     assert words[0] == "python", command
     if words[1].endswith(".py"):
         words[1] = str(ROOT / words[1])

@@ -104,7 +104,7 @@ def check_model_source(cfg: DictConfig) -> None:
     """eval.py's model_source: given, and a shipped model's name or an existing checkpoint or run folder."""
     if OmegaConf.is_missing(cfg, "model_source"):
         raise ConfigError(
-            "eval.py needs model_source=SOURCE: a shipped model's name (python -m digits_zoo.weights list), "
+            "eval needs model_source=SOURCE: a shipped model's name (digits-zoo weights list), "
             "a run folder of train.py or a checkpoint"
         )
     from digits_zoo.models.pretrained import list_pretrained, resolve_checkpoint, shipped_names  # (torch)
