@@ -10,6 +10,7 @@ import pytest
 
 from digits_zoo import arguments, command
 from digits_zoo.cli import config_dir
+from digits_zoo.training.checks import MONITORED
 from tests.conftest import CONFIGS, ROOT, tiny_overrides
 
 # Runs a command as a user does, then says on stderr's last line whether torch was imported
@@ -64,18 +65,42 @@ def test_a_refused_evaluation_imports_no_torch_and_leaves_nothing(tmp_path, args
     assert expected in refused(tmp_path, "digits_zoo", "eval", *args)
 
 
-def test_a_model_that_does_not_take_the_configs_arguments_is_refused_before_the_run_folder(tmp_path):
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["model.name=single_dense"],
+            "model single_dense: got an unexpected keyword argument 'hidden'; it takes num_classes",
+        ),
+        (
+            ["+trainer.max_epoch=3"],
+            "trainer.max_epoch is not an argument of Lightning's Trainer; did you mean trainer.max_epochs?",
+        ),
+        (
+            ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/nope"],
+            "callbacks.early_stopping.monitor=val/nope is not a metric the run logs; choose one of",
+        ),
+    ],
+)
+def test_what_lightning_or_a_model_would_refuse_later_is_refused_before_the_run_folder(
+    tmp_path, tiny_data, args, expected
+):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "model.name=single_dense"],
+        [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tiny_data), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
     )
     assert result.returncode == 1
-    assert result.stderr == (
-        "error: model single_dense: got an unexpected keyword argument 'hidden'; it takes num_classes (model.kwargs)\n"
-    )
+    assert result.stderr.startswith(f"error: {expected}") and len(result.stderr.splitlines()) == 1, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_metrics_a_callback_may_monitor_are_those_the_run_logs(make_cfg):
+    from digits_zoo.training.run import train
+
+    history = train(make_cfg("trainer.max_epochs=1"))["module"].history  # {epoch: {metric: value}}
+    assert set(MONITORED) <= set(history[0])
 
 
 def test_a_model_source_that_is_not_there_is_refused_before_the_run_folder(tmp_path):

@@ -8,6 +8,8 @@ a fraction of a second; what needs them (the data module, the GPU, the model sou
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -27,6 +29,8 @@ SET_BY_TRAIN = {
     "~logger for none",
     "plugins": "train.py sets the Trainer's plugins itself (its atomic checkpoint writing)",
 }
+# what a callback's `monitor` can watch: the epoch metrics DigitClassifier logs (tests/test_command.py checks them)
+MONITORED = ("train/loss", "train/acc", "val/loss", "val/acc")
 EVAL_TAKES = (
     "model_source",
     "data",
@@ -70,14 +74,29 @@ def check_settings(cfg: DictConfig) -> None:
     for key, positive in (("lr", True), ("eps", True), ("weight_decay", False)):  # (as DigitClassifier checks them)
         if key in cfg.optimizer:
             check_number(f"optimizer.{key}", cfg.optimizer[key], positive=positive)
+    for name, callback in (cfg.get("callbacks") or {}).items():  # (Lightning would stop after the first epoch)
+        if callback is not None and callback.get("monitor") not in (None, *MONITORED):
+            raise ConfigError(
+                f"callbacks.{name}.monitor={callback.monitor} is not a metric the run logs; choose one of {', '.join(MONITORED)}"
+            )
 
 
 def check_config(cfg: DictConfig, datamodule) -> None:
     """Everything a training run can be refused for before it writes anything: its settings, its data
     module (or the data module's DataError for missing files that download=false will not fetch), its GPU."""
+    from lightning.pytorch import Trainer
+
     from digits_zoo.data.contract import check_data_module  # (Lightning)
 
     check_settings(cfg)
+    takes = inspect.signature(Trainer).parameters
+    for key in cfg.trainer:
+        if key != "_target_" and key not in takes:
+            hint = difflib.get_close_matches(key, takes, n=1)
+            raise ConfigError(
+                f"trainer.{key} is not an argument of Lightning's Trainer; "
+                f"{f'did you mean trainer.{hint[0]}? ' if hint else ''}see its documentation for the arguments it takes"
+            )
     check_data_module(datamodule)
     check_accelerator(cfg.trainer.get("accelerator"))
     datamodule.check_files()
