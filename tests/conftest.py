@@ -110,6 +110,15 @@ def standardized_run(tiny_data, tmp_path_factory) -> Path:
     return run
 
 
+def run_train_py(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`python train.py ARGS` as its __main__ runs it, in this process: (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+    return exit_info.value.code, capsys.readouterr().err
+
+
 @pytest.fixture
 def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
     """Run train.py's __main__ with these overrides (on the tiny data, in a fresh run folder);
@@ -123,11 +132,7 @@ def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
             f"hydra.run.dir={tmp_path / 'run'}",
             *overrides,
         ]
-        monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-        return exit_info.value.code, capsys.readouterr().err
+        return run_train_py(monkeypatch, capsys, *args)
 
     return run
 

@@ -16,7 +16,6 @@ import errno
 import json
 import os
 import re
-import runpy
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import torch
 from digits_zoo import writes
 from digits_zoo.training import messages
 from digits_zoo.training.resume import _complete_rows
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, run_train_py, tiny_overrides
 from tests.test_signals import run_command
 
 # keras_cnn's checkpoints are 6.1 MB: a best-epochNN.ckpt and a last.ckpt, and the new last.ckpt's
@@ -161,13 +160,7 @@ def run_cli(monkeypatch, capsys, tiny_data, tmp_path):
         ]
         if overrides and overrides[0].startswith("resume="):
             args = list(overrides)
-        monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
-        capsys.readouterr()
-        try:
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-        except SystemExit as exit_info:
-            return exit_info.code, capsys.readouterr().err
-        return 0, capsys.readouterr().err
+        return run_train_py(monkeypatch, capsys, *args)
 
     return run
 

@@ -9,7 +9,6 @@ import json
 import multiprocessing
 import os
 import random
-import runpy
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from digits_zoo.training.module import DivergedError
 from digits_zoo.training.resume import ResumeError, load_resume
 from digits_zoo.training.run import train
 from digits_zoo.training.stops import hydra_override
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, run_train_py, tiny_overrides
 
 # dropout, batch-norm, augmentation and a one-cycle schedule: every kind of state a resume must restore
 EXACTING = ["model=mlp_bn_dropout", "data.augment={degrees:10,scale:0.1,translate:0.1}", "optimizer.scheduler=onecycle"]
@@ -302,13 +301,7 @@ def train_py(monkeypatch, capsys, tiny_data, tmp_path):
             args = (*tiny_overrides(tiny_data), *quiet, f"hydra.run.dir={first}", *args)
         else:
             args = (first, *args)
-        monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
-        capsys.readouterr()
-        try:
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-        except SystemExit as exit_info:
-            return exit_info.code, capsys.readouterr().err
-        return 0, capsys.readouterr().err
+        return run_train_py(monkeypatch, capsys, *args)
 
     return run
 
