@@ -2,7 +2,7 @@
 `python train.py` is.
 
     run = digits_zoo.fit("lenet5", ["trainer.max_epochs=3"])
-    run.metrics["test/acc"], run.run_dir, run.module
+    run.metrics["test/acc"], run.run_dir, run.module, run.history
 
 Hydra's compose API builds the configuration from `configs/` with the same overrides the command
 line takes, and Hydra's own `run_job` runs it, so the run folder holds what a `train.py` run leaves
@@ -39,6 +39,13 @@ class Fit:
     module: L.LightningModule
     trainer: L.Trainer
     datamodule: L.LightningDataModule
+
+    @property
+    def history(self) -> list[dict]:
+        """Keras' `History`: per epoch, counted from 1, its mean `train/loss`, `train/acc` and, where
+        there is a validation split, `val/loss`, `val/acc`: what the epoch lines and the curves show."""
+        epochs = sorted(self.module.history.items())
+        return [{"epoch": epoch + 1, **dict(sorted(values.items()))} for epoch, values in epochs]
 
 
 def compose_train_config(overrides: Sequence[str] = ()) -> DictConfig:

@@ -33,7 +33,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from digits_zoo import arguments
-from digits_zoo.errors import one_line
+from digits_zoo.errors import ConfigError, one_line
 from digits_zoo.training.results import COLUMNS, evaluation_markdown, markdown, markdown_table
 
 FIELDS = {
@@ -369,6 +369,20 @@ def report(rows: list[dict]) -> str:
             f"Skipped {len(other)} results.json written by neither train.py nor eval.py: {', '.join(other)}\n"
         )
     return text
+
+
+def table(folders: list[str | Path]) -> str:
+    """The leaderboard of the runs at or below `folders` (run or sweep folders), as Markdown: what
+    `digits-zoo leaderboard FOLDERS` prints. A folder that is not there, or no results.json in any,
+    raises ConfigError."""
+    folders = [Path(folder) for folder in folders]
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing:
+        raise ConfigError(f"no such folder: {', '.join(missing)}")
+    rows = collect(folders)
+    if not rows:
+        raise ConfigError(f"no results.json in {', '.join(map(str, folders))}; pass run or sweep folders")
+    return report(rows)
 
 
 def write(rows: list[dict], out_dir: Path) -> None:

@@ -1,5 +1,6 @@
 """`digits_zoo.fit`: the command line's run, from Python."""
 
+import csv
 import json
 import logging
 import subprocess
@@ -114,3 +115,17 @@ def test_fit_quiet_prints_nothing_and_train_log_has_the_log(tiny_data, tmp_path,
     log = (run.run_dir / "train.log").read_text()
     assert "`Trainer.fit` stopped: `max_epochs=1` reached." in log  # Lightning's lines, as train.py's train.log has
     assert "Summary" in log and "| single_dense |" in log
+
+
+def test_fit_history_is_each_epochs_metrics_as_the_run_logged_them(tiny_data, tmp_path, keep_logging):
+    overrides = [f"data.data_dir={tiny_data}", *TINY, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}"]
+    run = digits_zoo.fit("single_dense", overrides, quiet=True)
+
+    logged: dict[int, dict] = {}  # csv/metrics.csv: an epoch's training and validation means, in rows of their own
+    with open(run.run_dir / "csv" / "metrics.csv", newline="") as file:
+        for row in csv.DictReader(file):
+            for key in ("train/acc", "train/loss", "val/acc", "val/loss"):
+                if row.get(key):
+                    logged.setdefault(int(row["epoch"]) + 1, {"epoch": int(row["epoch"]) + 1})[key] = float(row[key])
+    assert run.history == [pytest.approx(logged[1]), pytest.approx(logged[2])]
+    assert list(run.history[0]) == ["epoch", "train/acc", "train/loss", "val/acc", "val/loss"]

@@ -7,6 +7,7 @@ import pytest
 from scipy import special
 
 from digits_zoo import leaderboard
+from digits_zoo.errors import ConfigError
 
 
 def write_run(folder, model, acc, seed, *overrides, seconds=10.0, **fields):
@@ -261,3 +262,14 @@ def test_debug_runs_are_listed_after_the_full_runs_and_not_ranked_with_them(tmp_
     assert leaderboard.main([str(tmp_path), "--out", str(tmp_path / "board")]) == 0
     assert capsys.readouterr().out.startswith(debug_title)
     assert [r["debug"] for r in leaderboard.read(tmp_path / "board" / "leaderboard.csv")] == ["fast"]
+
+
+def test_table_is_the_leaderboard_the_command_prints(sweep, capsys):
+    folders = [sweep / "a1", sweep / "b1"]
+    assert leaderboard.main([str(folder) for folder in folders]) == 0
+    assert leaderboard.table(folders) == capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"^no such folder: .*nowhere$"):
+        leaderboard.table([sweep / "a1", sweep / "nowhere"])
+    (sweep / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"^no results.json in .*empty; pass run or sweep folders$"):
+        leaderboard.table([sweep / "empty"])

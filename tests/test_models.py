@@ -71,3 +71,25 @@ def test_seed_models_match_keras(name, params, activation):
         limit = math.sqrt(6 / (fan_in + fan_out))  # Glorot-uniform bound, zero biases
         assert layer.weight.abs().max() <= limit and layer.weight.abs().max() > 0.9 * limit
         assert not layer.bias.any()
+
+
+def test_summary_shows_every_layer_with_its_sizes_and_leaves_the_model_as_it_was(model):
+    model.features.eval()  # a mix of modes, as when the features are frozen
+    modes = [layer.training for layer in model.modules()]
+    weights = {key: value.clone() for key, value in model.state_dict().items()}
+
+    summary = model.summary()
+
+    assert summary.layer_names == ["model", *(f"model.{name}" for name, _ in model.named_modules() if name)]
+    assert summary.in_sizes[0] == [1, 1, 28, 28] and summary.out_sizes[0] == [1, model.num_classes]
+    assert summary.total_parameters == sum(p.numel() for p in model.parameters())
+    assert [layer.training for layer in model.modules()] == modes
+    assert all(torch.equal(value, weights[key]) for key, value in model.state_dict().items())  # (batch norm too)
+
+
+def test_summary_of_a_seed_model_has_keras_layers_and_counts():
+    summary = create_model("flatten_mlp").summary()
+    rows = dict(zip(summary.layer_names, zip(summary.layer_types, summary.param_nums, summary.out_sizes)))
+    assert rows["model.features.1"] == ("Linear", 78_500, [1, 100])  # Keras: dense (None, 100) 78500
+    assert rows["model.head"] == ("Linear", 1_010, [1, 10])  # dense_1 (None, 10) 1010
+    assert "79.5 K    Total params" in str(summary)

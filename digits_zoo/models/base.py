@@ -56,3 +56,27 @@ class Classifier(nn.Module):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return ACTIVATIONS[self.output_activation](logits)
+
+    def summary(self):
+        """Keras' `model.summary()`: Lightning's `ModelSummary` of every layer, with its parameters and
+        its input and output sizes for one 28x28 picture. Print it, or show it as a cell's value."""
+        from lightning.pytorch import LightningModule
+        from lightning.pytorch.utilities.model_summary import ModelSummary
+
+        class Network(LightningModule):  # the summary reads a LightningModule
+            def __init__(self, model: Classifier):
+                super().__init__()
+                self.model = model
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.model(x)
+
+        weight = next(self.parameters())
+        network = Network(self).to(weight.device)
+        network.example_input_array = torch.zeros(1, 1, 28, 28, dtype=weight.dtype)
+        modes = {layer: layer.training for layer in self.modules()}
+        try:
+            return ModelSummary(network, max_depth=-1)
+        finally:  # (it runs the picture in eval mode, then sets one mode for every layer)
+            for layer, training in modes.items():
+                layer.train(training)
