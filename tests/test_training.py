@@ -1,5 +1,7 @@
 import csv
 import json
+import time
+from typing import ClassVar
 
 import lightning as L
 import pytest
@@ -224,3 +226,23 @@ def test_onecycle_schedule_steps_once_per_optimiser_step(make_cfg, tmp_path):
     (scheduler,) = output["trainer"].lr_scheduler_configs
     assert scheduler.scheduler.last_epoch == output["trainer"].global_step == 2 * 32
     assert scheduler.scheduler.get_last_lr()[0] < 1e-5  # the cycle ran to its end
+
+
+class Clock(L.Callback):
+    """When the training started and ended (this run's callbacks run just before the Timer's hooks)."""
+
+    times: ClassVar[dict] = {}
+
+    def on_train_start(self, trainer, pl_module):
+        self.times["start"] = time.monotonic()
+
+    def on_train_end(self, trainer, pl_module):
+        self.times["end"] = time.monotonic()
+
+
+def test_training_seconds_count_the_training_once_when_a_best_checkpoint_is_tested(make_cfg):
+    # testing best-epochNN.ckpt restores the Timer's state, the training time at that epoch, as an
+    # offset: read after the test, the training would count that much twice
+    results = train(make_cfg("+callbacks.clock._target_=tests.test_training.Clock"))["metrics"]
+    assert results["best_checkpoint"]
+    assert results["train_seconds"] == pytest.approx(Clock.times["end"] - Clock.times["start"], abs=0.01)

@@ -137,9 +137,11 @@ def train(cfg: DictConfig) -> dict:
         with reporting_stops(trainer, out_dir):
             return find_learning_rate(cfg, trainer, module, datamodule, out_dir)
     _fit(trainer, module, datamodule, resume, out_dir)
+    # read now: testing a checkpoint restores the Timer's state, its training time at that epoch, as an offset
+    train_seconds = timer.time_elapsed("train")
     best, ranking = _weights_to_test(trainer, out_dir)
     test_metrics = _test(cfg, trainer, module, datamodule, best, out_dir)
-    results = _results(cfg, trainer, module, datamodule, test_metrics, best, ranking, timer.time_elapsed("train"))
+    results = _results(cfg, trainer, module, datamodule, test_metrics, best, ranking, train_seconds)
     report(trainer, out_dir, results, "Summary", markdown([results]))
     return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}
 
