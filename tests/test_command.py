@@ -82,6 +82,7 @@ def test_a_refused_evaluation_imports_no_torch_and_leaves_nothing(tmp_path, args
         ),
     ],
 )
+@pytest.mark.slow  # real processes that import torch and Lightning
 def test_what_lightning_or_a_model_would_refuse_later_is_refused_before_the_run_folder(
     tmp_path, tiny_data, args, expected
 ):
