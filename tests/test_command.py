@@ -109,7 +109,7 @@ def test_a_model_source_that_is_not_there_is_refused_before_the_run_folder(tmp_p
         [sys.executable, str(ROOT / "eval.py"), "model_source=vgg"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("error: model_source=vgg: no such checkpoint file, run folder or shipped model; ")
+    assert result.stderr.startswith("error: vgg: no such checkpoint file, run folder or shipped model; ")
     assert "did you mean vgg_bn?" in result.stderr
     assert list(tmp_path.iterdir()) == []
 

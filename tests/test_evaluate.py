@@ -190,7 +190,7 @@ def test_a_key_eval_does_not_use_is_refused_in_one_line(override, named, tiny_da
 def test_help_lists_only_the_groups_eval_takes():
     result = subprocess.run([sys.executable, "eval.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    section = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    section = result.stdout.split("groups (group=option):")[1].split("\n\n")[0]
     listed = {line.split(":")[0]: line for line in section.splitlines() if ": " in line}
     assert sorted(listed) == ["data", "logger", "trainer"]
     for group, line in listed.items():  # the template's lists are those of configs/

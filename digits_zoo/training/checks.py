@@ -132,9 +132,7 @@ def check_model_source(cfg: DictConfig) -> None:
     if Path(source).expanduser().exists():
         resolve_checkpoint(source)  # a run folder without a checkpoint is refused here
     elif source not in list_pretrained():
-        raise ConfigError(
-            f"model_source={source}: no such checkpoint file, run folder or shipped model; {shipped_names(source)}"
-        )
+        raise ConfigError(f"{source}: no such checkpoint file, run folder or shipped model; {shipped_names(source)}")
 
 
 class _Check(Callback):
