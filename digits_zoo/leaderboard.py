@@ -371,18 +371,28 @@ def report(rows: list[dict]) -> str:
     return text
 
 
+class NoSuchFolder(ConfigError):
+    exit_code = 2  # (the command's code for a folder that is not there)
+
+
+def gather(folders: list[str | Path]) -> list[dict]:
+    """The runs at or below `folders` (run or sweep folders); a ConfigError where a folder is not there
+    (NoSuchFolder) or none holds a results.json."""
+    folders = [Path(folder) for folder in folders]
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing:
+        raise NoSuchFolder(f"no such folder: {', '.join(missing)}")
+    rows = collect(folders)
+    if not rows:
+        raise ConfigError(f"no results.json in {', '.join(map(str, folders))}; pass run or sweep folders")
+    return rows
+
+
 def table(folders: list[str | Path]) -> str:
     """The leaderboard of the runs at or below `folders` (run or sweep folders), as Markdown: what
     `digits-zoo leaderboard FOLDERS` prints. A folder that is not there, or no results.json in any,
     raises ConfigError."""
-    folders = [Path(folder) for folder in folders]
-    missing = [str(folder) for folder in folders if not folder.is_dir()]
-    if missing:
-        raise ConfigError(f"no such folder: {', '.join(missing)}")
-    rows = collect(folders)
-    if not rows:
-        raise ConfigError(f"no results.json in {', '.join(map(str, folders))}; pass run or sweep folders")
-    return report(rows)
+    return report(gather(folders))
 
 
 def write(rows: list[dict], out_dir: Path) -> None:
@@ -482,16 +492,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [str(f) for f in args.folders if not f.is_dir()]
-    if missing:
-        print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    rows = collect(args.folders)
-    if not rows:
-        print(
-            f"error: no results.json in {', '.join(map(str, args.folders))}; pass run or sweep folders", file=sys.stderr
-        )
-        return 1
+    try:
+        rows = gather(args.folders)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 1)
     print(report(rows), end="")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
