@@ -1,6 +1,7 @@
 """`evaluate(cfg)`: test a trained model without training. `eval.py` is its Hydra entry point.
 
     python eval.py model_source=SOURCE [data=NAME [allow_other_dataset=true]] [trainer=gpu] [logger=tensorboard]
+    python eval.py model_source=SOURCE data=mnist_c     (the robustness benchmark: digits_zoo.robustness)
 
 SOURCE is what `predict --model` takes: a checkpoint, a run folder or a shipped model's name. The
 test set is that of the dataset the model was trained on (its checkpoint's or manifest's record); a
@@ -13,22 +14,29 @@ trained), and the summary is printed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.data.contract import check_data_module
+from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.data.mnist_c import default_cache_dir
 from digits_zoo.errors import ConfigError
 from digits_zoo.predict import load_trained
+from digits_zoo.training import robustness
 from digits_zoo.training.callbacks import progress_bar
 from digits_zoo.training.checks import check_accelerator, check_eval_keys
 from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.module import DigitClassifier
-from digits_zoo.training.results import evaluation_markdown, loggers, report
+from digits_zoo.training.results import evaluation_markdown, loggers, report, write_results
 from digits_zoo.training.run import run_settings
+
+log = logging.getLogger(__name__)
 
 
 def datamodule_for(cfg: DictConfig, trained):
@@ -65,6 +73,8 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
     trained = load_trained(cfg.model_source)
+    if cfg.data.get("benchmark") == "mnist_c":
+        return {"metrics": benchmark(cfg, trained, out_dir)}
     datamodule = datamodule_for(cfg, trained)
     if trained.network.num_classes != datamodule.num_classes:
         raise ConfigError(
@@ -94,3 +104,42 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     report(trainer, out_dir, results, "Evaluation", evaluation_markdown([results]))
     return {"metrics": results, "trainer": trainer, "module": module}
+
+
+def benchmark(cfg: DictConfig, trained, out_dir: Path) -> dict:
+    """`data=mnist_c`: the robustness benchmark of `trained` (an MNIST model) in the run folder: results.json,
+    robustness.png, the table in the log, and the numbers in the run's loggers."""
+    if trained.dataset != "MNIST":
+        raise ConfigError(
+            f"data=mnist_c is made from MNIST's test set and {cfg.model_source} was trained on {trained.dataset}; "
+            "test it on its own test set without data="
+        )
+    data = MNISTDataModule(cfg.data.get("data_dir"), download=cfg.data.get("download", True))
+    data.prepare_data()
+    images, labels = data.read_split(train=False)
+    cuda = cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    limit, cache = cfg.data.get("limit"), cfg.data.get("cache_dir")
+    measured = robustness.measure(
+        trained.network.to("cuda" if cuda else "cpu"),
+        trained.normalization,
+        images,
+        labels,
+        corruptions=OmegaConf.to_container(cfg.data.corruptions) if cfg.data.get("corruptions") else None,
+        limit=limit,
+        cache_dir=Path(cache).expanduser() if cache else default_cache_dir(),
+        batch_size=cfg.data.get("eval_batch_size", 1000),
+    )
+    results = {
+        "model": trained.name,
+        "source": str(cfg.model_source),
+        "dataset": "MNIST-C",
+        "trained_on": trained.dataset,
+        **measured,
+    }
+    write_results(out_dir, results)
+    robustness.save(results, out_dir, f"{trained.name} ({cfg.model_source}) on MNIST-C")
+    for logger in loggers(cfg):
+        logger.log_metrics({key: value for key, value in measured.items() if key != "test_images"}, step=0)
+        logger.finalize("success")
+    log.info("Robustness\n\n%s\nrun folder: %s", robustness.markdown(results), out_dir)
+    return results

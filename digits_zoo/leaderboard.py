@@ -46,6 +46,7 @@ FIELDS = {
     "best_val/acc": float,
     "test/acc": float,
     "test/loss": float,
+    "mnist_c/mean": float,  # robustness=true
     "train_seconds": float,
     "best_epoch": int,
     "run": str,  # its folder, as found

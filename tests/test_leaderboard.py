@@ -273,3 +273,15 @@ def test_table_is_the_leaderboard_the_command_prints(sweep, capsys):
     (sweep / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"^no results.json in .*empty; pass run or sweep folders$"):
         leaderboard.table([sweep / "empty"])
+
+
+def test_the_robustness_mean_is_a_column_where_a_run_has_it(tmp_path):
+    write_run(tmp_path / "x", "x", 0.9, 1)
+    assert "MNIST-C" not in leaderboard.runs_markdown(leaderboard.collect([tmp_path]))
+    write_run(tmp_path / "y", "y", 0.8, 1, **{"mnist_c/mean": 0.876})
+    table = leaderboard.runs_markdown(leaderboard.collect([tmp_path]))
+    assert "| MNIST-C mean accuracy |" in table.splitlines()[0] and "87.60%" in table
+    out = tmp_path / "board"
+    out.mkdir()
+    leaderboard.write(leaderboard.collect([tmp_path]), out)
+    assert "mnist_c/mean" in (out / "leaderboard.csv").read_text().splitlines()[0]

@@ -241,8 +241,8 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # read once, whichever stage asks first
             return
-        train_x, train_y = self._read(train=True)
-        test_x, test_y = self._read(train=False)
+        train_x, train_y = self.read_split(train=True)
+        test_x, test_y = self.read_split(train=False)
         if not 0 <= self.val_size < len(train_y):
             raise ConfigError(f"data.val_size must be in [0, {len(train_y)}), got {self.val_size}")
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.seed))
@@ -270,7 +270,7 @@ class MNISTDataModule(L.LightningDataModule):
                 x.sub_(mean).div_(std)
             self.background = float(torch.tensor(-mean) / std)  # in float32, as the pixels
 
-    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, H, W) and int64 labels, checked for consistency."""
         if not self.raw_dir.is_dir():
             raise self._missing_error("no such folder")

@@ -1,8 +1,10 @@
-"""Convolutional networks: the seed tutorial's CNN, LeNet-5, and a small modern VGG-style net."""
+"""Convolutional networks: the seed tutorial's CNN, LeNet-5, a small modern VGG-style net, and the same net
+behind a fixed input stage that keeps only the ink."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from digits_zoo.models.base import Classifier, glorot_dense
@@ -86,3 +88,46 @@ def vgg_bn(width: int = 32, dropout: float = 0.2, num_classes: int = 10) -> Conv
         nn.Dropout(dropout),
     )
     return ConvNet(features, w3, num_classes)
+
+
+def _window_max(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The maximum over each k x k window that fits in (N, C, H, W) `x`: (H - k + 1, W - k + 1) per picture.
+    Rows then columns, as k - 1 elementwise maxima each: 20 times faster here than max_pool2d's k x k."""
+    for dim in (2, 3):
+        n = x.shape[dim] - k + 1
+        out = x.narrow(dim, 0, n)
+        for i in range(1, k):
+            out = torch.maximum(out, x.narrow(dim, i, n))
+        x = out
+    return x
+
+
+class InkOnly(nn.Module):
+    """A fixed input stage that keeps only the strokes: each picture minus its morphological opening
+    (a white top-hat over `size` x `size` windows), scaled so that its brightest pixel is 1. What is
+    wider than a stroke goes: a brighter or foggy background, a bright band; the ink stays. It has no
+    weights and works on a batch as it is (no per-picture preprocessing), so every way of running the
+    model (predict, eval, ONNX) does it."""
+
+    def __init__(self, size: int = 9):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.size
+        padded = F.pad(x, (k - 1,) * 4, mode="replicate")  # the edges' own background, not black
+        opened = _window_max(-_window_max(-padded, k), k)  # erosion, then dilation: the opening
+        ink = (x - opened).clamp(min=0)
+        return ink / ink.amax(dim=(2, 3), keepdim=True).clamp(min=1e-3)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+@register_model
+def robust_vgg(width: int = 32, dropout: float = 0.2, ink_window: int = 9, num_classes: int = 10) -> ConvNet:
+    """vgg_bn behind `InkOnly` (a top-hat over `ink_window`-pixel windows): it reads the strokes, whatever
+    the background's brightness."""
+    network = vgg_bn(width, dropout, num_classes)
+    network.features = nn.Sequential(InkOnly(ink_window), *network.features)
+    return network

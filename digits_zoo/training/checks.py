@@ -98,6 +98,11 @@ def check_config(cfg: DictConfig, datamodule) -> None:
                 f"{f'did you mean trainer.{hint[0]}? ' if hint else ''}see its documentation for the arguments it takes"
             )
     check_data_module(datamodule)
+    if cfg.get("robustness") and datamodule.dataset_cls.__name__ != "MNIST":
+        raise ConfigError(
+            f"robustness=true tests on MNIST-C, which is made from MNIST's test set, and this run trains on "
+            f"{datamodule.dataset_cls.__name__}; drop robustness=true"
+        )
     check_accelerator(cfg.trainer.get("accelerator"))
     datamodule.check_files()
 

@@ -24,6 +24,7 @@ def _show(key: str, form: str = "{}", missing: str = ""):
     return lambda r: missing if r.get(key) in (None, "") else form.format(r[key])
 
 
+OPTIONAL = {"MNIST-C mean accuracy"}  # shown where a row has it
 COLUMNS = {  # header: how to show a results.json entry
     "model": lambda r: r.get("group") or r["model"],
     "parameters": _show("params", "{:,}"),
@@ -31,6 +32,7 @@ COLUMNS = {  # header: how to show a results.json entry
     "best val accuracy": _show("best_val/acc", "{:.2%}"),
     "test accuracy": _show("test/acc", "{:.2%}", "not run"),
     "test loss": _show("test/loss", "{:.4f}"),
+    "MNIST-C mean accuracy": _show("mnist_c/mean", "{:.2%}"),  # (robustness=true)
     "training seconds": _show("train_seconds", "{:.1f}"),
     "best epoch": _show("best_epoch"),
     "seed": _show("seed"),
@@ -59,7 +61,9 @@ def markdown_table(header: list[str], cells: list[list[str]]) -> str:
 
 
 def markdown(rows: list[dict], columns: dict = COLUMNS) -> str:
-    """One line per run, in `columns` (header: how to show a results.json entry)."""
+    """One line per run, in `columns` (header: how to show a results.json entry); an OPTIONAL column only
+    where some run has it."""
+    columns = {h: show for h, show in columns.items() if h not in OPTIONAL or any(show(r) for r in rows)}
     return markdown_table(list(columns), [[show(r) for show in columns.values()] for r in rows])
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.errors import ConfigError
 from digits_zoo.models.pretrained import load_pretrained
+from digits_zoo.training import robustness
 from digits_zoo.training.callbacks import EpochLines, EpochSeed
 from digits_zoo.training.checkpoints import AtomicCheckpointIO
 from digits_zoo.training.checks import check_config
@@ -142,6 +143,8 @@ def train(cfg: DictConfig) -> dict:
     best, ranking = _weights_to_test(trainer, out_dir)
     test_metrics = _test(cfg, trainer, module, datamodule, best, out_dir)
     results = _results(cfg, trainer, module, datamodule, test_metrics, best, ranking, train_seconds)
+    if cfg.get("robustness") and test_metrics["test/acc"] is not None and trainer.is_global_zero:
+        results.update(robustness.of_run(module.model, datamodule, out_dir))  # (the tested weights, loaded)
     report(trainer, out_dir, results, "Summary", markdown([results]))
     return {"metrics": results, "trainer": trainer, "module": module, "datamodule": datamodule}
 
