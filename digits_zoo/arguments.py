@@ -84,12 +84,16 @@ def leaderboard() -> argparse.ArgumentParser:
 
 
 def weights() -> argparse.ArgumentParser:
-    parser = _parser("weights", "The weights shipped with the package: list them, describe one, or ship a run's.")
+    parser = _parser(
+        "weights", "The weights shipped with the package: list them, describe one, ship a run's, or benchmark them."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the shipped models, with their dataset and test accuracy")
     commands.add_parser("info", help="a shipped model's record (JSON)").add_argument("name", metavar="MODEL")
     ship = commands.add_parser("export", help="ship a train run's tested weights (maintainers)")
     ship.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_FOLDER")
+    bench = commands.add_parser("benchmark", help="measure shipped models on the robustness benchmark (maintainers)")
+    bench.add_argument("names", nargs="*", metavar="MODEL", help="default: every shipped model")
     return parser
 
 

@@ -1,6 +1,7 @@
 """Shipping a trained model's weights with the package (maintainers; docs/contributing.md):
 
     digits-zoo weights export RUN_FOLDER   # a run's tested weights, with their record
+    digits-zoo weights benchmark [MODEL ...] # add the robustness benchmark to shipped models' records
 
 `ship_run` writes `digits_zoo/models/weights/<model>.safetensors` and its manifest entry (the
 recipe, from the run folder, and what `describe` measures); `digits_zoo.models.pretrained` reads them.
@@ -26,6 +27,7 @@ from digits_zoo.models.pretrained import (
     resolve_checkpoint,
     run_state_dict,
     sha256,
+    shipped_state_dict,
     trained_on,
 )
 from digits_zoo.models.registry import create_model
@@ -87,10 +89,41 @@ def ship_run(run_dir: Path) -> dict:
         "train_seconds": results["train_seconds"],
         "test_acc": results["test/acc"],
         "test_loss": results["test/loss"],
+        **benchmark_record(results),  # (a run made with robustness=true)
     }
     return ship(
         results["model"], run_state_dict(run_dir), {**recipe, **describe(results["model"], dataset, normalization)}
     )
+
+
+def benchmark_record(results: dict) -> dict:
+    """A manifest's robustness entries from results.json's (none where the benchmark was not run)."""
+    from digits_zoo.training.robustness import PREFIX
+
+    if PREFIX + "mean" not in results:
+        return {}
+    measured = {key.removeprefix(PREFIX): value for key, value in results.items() if key.startswith(PREFIX)}
+    return {"mnist_c_mean": measured.pop("mean"), "mnist_c": measured}
+
+
+def benchmark_shipped(name: str) -> dict:
+    """Measure shipped model `name` on the robustness benchmark (the MNIST files where the data module finds
+    them) and write the result into its record (in the manifest and the file's metadata); returns the entry."""
+    from digits_zoo.data.mnist import MNISTDataModule
+    from digits_zoo.data.mnist_c import default_cache_dir
+    from digits_zoo.predict import load_trained
+    from digits_zoo.training.robustness import measure
+
+    info = pretrained_info(name)
+    if info["dataset"] != "MNIST":
+        raise DigitsZooError(f"{name} was trained on {info['dataset']}; the benchmark is made from MNIST's test set")
+    trained = load_trained(name)
+    data = MNISTDataModule()
+    data.prepare_data()
+    images, labels = data.read_split(train=False)
+    measured = measure(trained.network, trained.normalization, images, labels, cache_dir=default_cache_dir())
+    record = {k: v for k, v in info.items() if k not in ("file", "sha256", "mnist_c_mean", "mnist_c")}
+    return ship(name, shipped_state_dict(name), {**record, **benchmark_record(measured)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +141,15 @@ def run(args: argparse.Namespace) -> int:
         except DigitsZooError as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "benchmark":
+        for name in args.names or list(manifest()):
+            try:
+                entry = benchmark_shipped(name)
+            except (DigitsZooError, OSError) as error:
+                print(f"error: {name}: {one_line(error)}", file=sys.stderr)
+                return 1
+            print(f"{name}: {100 * entry['test_acc']:.2f}% clean, {100 * entry['mnist_c_mean']:.2f}% MNIST-C mean")
         return 0
     for run_dir in args.run_dirs:
         try:

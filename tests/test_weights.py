@@ -3,6 +3,7 @@
 The shipped weights' tests run over the models that ship weights (the manifest), not over every
 registered model: a model is registered, trained and tested before its weights ship, if ever."""
 
+import json
 import re
 import shutil
 
@@ -11,6 +12,7 @@ import torch
 
 from digits_zoo import create_model, list_models, list_pretrained
 from digits_zoo import weights as weights_module
+from digits_zoo.data.corruptions import CORRUPTIONS, MNIST_C
 from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.models import pretrained
 from digits_zoo.models.pretrained import WeightsError, manifest, sha256
@@ -235,3 +237,43 @@ def test_the_package_says_its_version():
     import digits_zoo
 
     assert digits_zoo.__version__ == version("digits_zoo")
+
+
+def test_weights_benchmark_records_the_robustness_of_a_shipped_model(tiny_data, tmp_path, monkeypatch, capsys):
+    shutil.copytree(pretrained.SHIPPED, tmp_path / "weights")
+    monkeypatch.setattr(pretrained, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    monkeypatch.setenv("DIGITS_ZOO_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("DIGITS_ZOO_CACHE", str(tmp_path / "cache"))
+    before = manifest()["single_dense"]
+    weights_before = pretrained.load_file(pretrained.SHIPPED / before["file"])
+    assert weights_module.main(["benchmark", "single_dense"]) == 0
+    entry = manifest()["single_dense"]
+    assert set(entry["mnist_c"]) == set(CORRUPTIONS) and 0 < entry["mnist_c_mean"] < 1
+    assert entry["mnist_c_mean"] == pytest.approx(sum(entry["mnist_c"][name] for name in MNIST_C) / len(MNIST_C))
+    assert {k: v for k, v in entry.items() if not k.startswith(("mnist_c", "sha256"))} == {
+        k: v for k, v in before.items() if k != "sha256"
+    }
+    weights_after = pretrained.shipped_state_dict("single_dense")  # (checks the new SHA-256)
+    assert all(torch.equal(weights_after[key], value) for key, value in weights_before.items())
+    from safetensors import safe_open
+
+    with safe_open(pretrained.SHIPPED / entry["file"], "pt") as file:  # the record in the file's metadata too
+        assert json.loads(file.metadata()["digits_zoo"])["single_dense"]["mnist_c_mean"] == entry["mnist_c_mean"]
+    assert "MNIST-C mean" in capsys.readouterr().out
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", [name for name in SHIPPED_MODELS if "mnist_c" in manifest()[name]])
+def test_a_shipped_models_recorded_robustness_reproduces_on_a_slice(name, real_data_dir, tmp_path):
+    from digits_zoo.data.mnist_c import test_sets
+    from digits_zoo.training.robustness import accuracy
+
+    test_x, test_y = _test_set(real_data_dir)
+    images = (test_x[:, 0] * 255).round().to(torch.uint8)
+    model, info = create_model(name, pretrained=True).eval(), manifest()[name]
+    normalization = (info["input"]["mean"], info["input"]["std"]) if info["input"]["mean"] is not None else None
+    for corruption, corrupted in test_sets(images, ["fog", "zigzag"], 1000, None).items():
+        # 1,000 of the 10,000: within 4 points of the whole set's (a binomial spread of about 1 point)
+        measured = accuracy(model, normalization, corrupted, test_y[:1000], 1000)
+        assert abs(measured - info["mnist_c"][corruption]) < 0.04
