@@ -147,35 +147,42 @@ def elastic_displacement(field: torch.Tensor, alpha: float, sigma: float) -> tor
     uniform draws in [0, 1) per image, pixel and axis (N, 2, H, W); the random field in [-1, 1] is smoothed with a
     gaussian of `sigma` pixels and scaled so that `alpha` is its root-mean-square displacement in pixels (away
     from the border; Simard's alpha multiplies the smoothed field itself, whose size depends on sigma)."""
-    n, _, height, width = field.shape
-    radius = math.ceil(3 * sigma)
-    kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=field.device) / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(field.dtype)
-    smooth = (field * 2 - 1).reshape(n * 2, 1, height, width)
-    smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(radius, 0))  # separable: down, then across
-    smooth = F.conv2d(smooth, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    rms = math.sqrt(1 / 3) * float(kernel.square().sum())  # of a smoothed uniform field in [-1, 1]
-    pixels = smooth.reshape(n, 2, height, width) * (alpha / rms)
+    height, width = field.shape[-2:]
+    (rows, row_squares), (columns, column_squares) = (gaussian_matrix(n, sigma, field) for n in (height, width))
+    smooth = rows @ (field * 2 - 1) @ columns.T  # the separable convolution, as two small matrix products
+    rms = math.sqrt(row_squares * column_squares / 3)  # of a smoothed uniform field in [-1, 1]
     # pixels -> grid units (with align_corners=False the image spans 2 units): x from channel 0, y from 1
-    scale = torch.tensor([2 / width, 2 / height], device=field.device, dtype=field.dtype)
-    return pixels.permute(0, 2, 3, 1) * scale
+    scale = torch.tensor([2 / width, 2 / height], device=field.device, dtype=field.dtype) * (alpha / rms)
+    return smooth.permute(0, 2, 3, 1) * scale
+
+
+def gaussian_matrix(size: int, sigma: float, like: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The (size, size) matrix that convolves a line of `size` pixels with a normalised gaussian of `sigma` pixels
+    (zero beyond the line's ends), and the sum of the kernel's squares."""
+    kernel = torch.exp(-0.5 * (torch.arange(1 - size, size, dtype=like.dtype, device=like.device) / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    index = torch.arange(size, device=like.device)
+    return kernel[index[:, None] - index[None, :] + size - 1], float(kernel.square().sum())
 
 
 def stroke_thickness(images: torch.Tensor, change: torch.Tensor, radius: int, background: float) -> torch.Tensor:
     """Each image's strokes thinned (`change` < 0: grey erosion) or thickened (> 0: grey dilation), |change| times,
-    or kept (0). Ink is brighter than `background` (also when standardised), which the border is padded with."""
+    or kept (0), with the cross of a pixel and its four neighbours (the 3 x 3 square would erase most of MNIST's
+    strokes of two or three pixels). Ink is brighter than `background` (also when standardised), which the border
+    is padded with."""
     out, thicker, thinner = images, images, images
     for k in range(1, radius + 1):
-        thicker, thinner = dilation(thicker, background), -dilation(-thinner, -background)
+        thicker, thinner = cross(thicker, background, torch.maximum), cross(thinner, background, torch.minimum)
         out = torch.where((change == k).view(-1, 1, 1, 1), thicker, out)
         out = torch.where((change == -k).view(-1, 1, 1, 1), thinner, out)
     return out
 
 
-def dilation(images: torch.Tensor, background: float) -> torch.Tensor:
-    """Grey dilation by the cross of a pixel and its four neighbours (the 3 x 3 square would thin MNIST's strokes of
-    two or three pixels away): the larger of a vertical and a horizontal 3-pixel maximum."""
+def cross(images: torch.Tensor, background: float, pick) -> torch.Tensor:
+    """`pick` (torch.maximum or torch.minimum) of each pixel and its four neighbours, beyond the border `background`
+    (shifted views: CPU max_pool2d takes twenty times longer)."""
     padded = F.pad(images, (1, 1, 1, 1), value=background)
-    return torch.maximum(
-        F.max_pool2d(padded[..., :, 1:-1], (3, 1), stride=1), F.max_pool2d(padded[..., 1:-1, :], (1, 3), stride=1)
-    )
+    out = padded[..., 1:-1, 1:-1]
+    for shifted in (padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]):
+        out = pick(out, shifted)
+    return out
