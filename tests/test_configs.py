@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from digits_zoo import create_model, list_models
 from tests.conftest import CONFIGS
 
-GROUPS = ["model", "data", "trainer", "logger", "callbacks", "experiment", "debug"]
+GROUPS = ["model", "data", "augment", "trainer", "logger", "callbacks", "experiment", "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONFIGS / group).glob("*.yaml"))]
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 import torchvision
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
+from digits_zoo.data.augment import augment_batch, check_settings
 from digits_zoo.data.contract import DATASETS
 from digits_zoo.errors import ConfigError, DataError, check_count, one_line
 
@@ -21,23 +21,6 @@ DATA_DIR_ENV = "DIGITS_ZOO_DATA_DIR"
 
 def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or "data")
-
-
-def random_affine(
-    images: torch.Tensor, draws: torch.Tensor, degrees: float, scale: float, translate: float, background: float = 0.0
-) -> torch.Tensor:
-    """Each image of the batch rotated by up to `degrees`, scaled by up to 1 +- `scale` and shifted
-    by up to `translate` of its size, in one `grid_sample` on the batch's own device. `draws` holds
-    four uniform numbers in [0, 1) per image."""
-    u = (draws * 2 - 1).to(images.device, non_blocking=True)
-    angle = torch.deg2rad(u[:, 0] * degrees)
-    zoom = 1 + u[:, 1] * scale
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # the grid maps output to input
-    theta = torch.stack(
-        [torch.stack([cos, -sin, 2 * translate * u[:, 2]], 1), torch.stack([sin, cos, 2 * translate * u[:, 3]], 1)], 1
-    ).to(images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images - background, grid, align_corners=False) + background
 
 
 def batches_per_epoch(trainer: L.Trainer) -> int | float:
@@ -102,9 +85,11 @@ class TensorLoader:
         augment: dict | None = None,
         rank: int = 0,
         world_size: int = 1,
+        background: float = 0.0,
     ):
         self.images, self.labels, self.batch_size = images, labels, batch_size
-        self.augment = augment  # random_affine's keyword arguments, for shuffled (training) batches
+        # for shuffled (training) batches: checked data.augment settings, and the value of a blank pixel
+        self.augment, self.background = augment, background
         self.steps_per_execution = steps_per_execution
         self.rank, self.world_size = rank, world_size
         # DataLoader-like attributes that Lightning inspects (it calls `sampler.set_epoch`)
@@ -145,8 +130,7 @@ class TensorLoader:
                 return
             images = self.images[index]
             if self.augment:  # drawn for the whole round: each image its own, whichever process has it
-                draws = torch.rand(len(dealt), 4, generator=generator)[rank::world_size]
-                images = random_affine(images, draws, **self.augment)
+                images = augment_batch(images, self.augment, generator, len(dealt), rank, world_size, self.background)
             yield images, self.labels[index]
 
 
@@ -158,8 +142,8 @@ class MNISTDataModule(L.LightningDataModule):
     with `standardize`, shifted and scaled by the training split's mean and std (or by
     `normalization`, a given (mean, std): how a model trained standardised is evaluated). Checkpoints
     record the mean and std (`digits_zoo.data.contract`), so that a model is always fed as it was trained. `train_size`
-    keeps that many training images (a label budget, e.g. for transfer experiments). `augment`
-    ({"degrees", "scale", "translate"}) randomly transforms every training batch.
+    keeps that many training images (a label budget, e.g. for transfer experiments). `augment` (the keys of
+    `digits_zoo.data.augment.KEYS`; configs/augment/ holds presets) randomly changes every training batch.
     """
 
     def __init__(
@@ -180,7 +164,7 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ConfigError(f"unknown data.dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-        self.augment = dict(augment) if augment else None
+        self.augment = check_settings(augment)
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
         self.dataset_cls = getattr(torchvision.datasets, dataset)
         self.batch_size = check_count("data.batch_size", batch_size)
@@ -320,12 +304,18 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> TensorLoader:
-        augment = {**self.augment, "background": self.background} if self.augment else None
         # in training, groups of batches only for a module that takes them (DigitClassifier decides
         # in its setup; see digits_zoo.training.loop)
         takes_groups = getattr(self.trainer.lightning_module, "takes_groups", False) if self.trainer else True
         group = self.steps_per_execution if takes_groups else 1
-        return self._loader("fit", self.batch_size, shuffle_seed=self.seed, steps_per_execution=group, augment=augment)
+        return self._loader(
+            "fit",
+            self.batch_size,
+            shuffle_seed=self.seed,
+            steps_per_execution=group,
+            augment=self.augment,
+            background=self.background,
+        )
 
     def val_dataloader(self) -> TensorLoader:
         return self._loader("val", self.eval_batch_size)

@@ -42,6 +42,11 @@ def _missing_option(error: MissingConfigException) -> str:
 
 def _unknown_key(error: ConfigKeyError | ConfigAttributeError) -> str:
     parent, _, key = (error.full_key or "").rpartition(".")
+    if parent.startswith("data.augment"):  # also where data.augment is null: its own keys, which a + cannot add
+        from digits_zoo.data.augment import unknown_key  # (torch)
+
+        if (augment_error := unknown_key(error.full_key)) is not None:
+            return one_line(augment_error)
     siblings = error.parent_node.keys() if error.parent_node is not None else []
     hint = _did_you_mean(f"{parent}.{key}" if parent else key, [f"{parent}.{k}" if parent else k for k in siblings])
     return f"unknown config key {error.full_key}; {hint}(to add a new key, write +{error.full_key}=...)"

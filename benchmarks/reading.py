@@ -1,0 +1,106 @@
+"""Does preparing pictures differently help a model read them? Each preparation of the benchmark's test
+sets (digits_zoo.data.mnist_c) is measured for a model: as they are (what predict does: MNIST's own
+preparation), deskewed (the shear that makes the ink's principal axis vertical, as in LeCun's
+deskewed MNIST), and with the stroke width brought back into MNIST's range (grey erosion or dilation
+of pictures whose estimated stroke width is far from MNIST's median).
+
+    DIGITS_ZOO_DATA_DIR=../shared/data python benchmarks/reading.py [--model robust_vgg] [--limit 2000]
+
+Prints a Markdown table: accuracy on the clean images, on each corruption and the MNIST-C mean, per preparation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from digits_zoo.data.corruptions import MNIST_C
+from digits_zoo.data.mnist import MNISTDataModule
+from digits_zoo.data.mnist_c import default_cache_dir, test_sets
+from digits_zoo.predict import load_trained
+from digits_zoo.training.robustness import accuracy
+
+
+def deskewed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) sheared so that each digit's ink has no skew (second moments), about its centre of mass."""
+    x = images.float() / 255
+    n, size = len(x), x.shape[-1]
+    rows, cols = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
+    mass = x.sum((1, 2)).clamp(min=1e-6)
+    cy, cx = (x * rows).sum((1, 2)) / mass, (x * cols).sum((1, 2)) / mass
+    var_y = (x * (rows - cy[:, None, None]) ** 2).sum((1, 2)) / mass
+    cov = (x * (rows - cy[:, None, None]) * (cols - cx[:, None, None])).sum((1, 2)) / mass
+    skew = cov / var_y.clamp(min=1e-6)
+    # output (col, row) reads input col + skew * (row - cy): in grid_sample's [-1, 1] units (align_corners=True)
+    half = (size - 1) / 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = 1, skew
+    theta[:, 0, 2] = skew * (half - cy) / half
+    theta[:, 1, 1] = 1
+    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=True)
+    out = F.grid_sample(x.unsqueeze(1), grid, align_corners=True)[:, 0]
+    return (out * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def stroke_widths(images: np.ndarray) -> np.ndarray:
+    """Each picture's mean stroke width in pixels: its ink's area over the length of its skeleton."""
+    from skimage.morphology import skeletonize
+
+    ink = images > 127
+    return np.array([i.sum() / max(skeletonize(i).sum(), 1) for i in ink])
+
+
+def width_normalised(images: torch.Tensor, typical: float) -> torch.Tensor:
+    """Pictures whose strokes are over 1.5 times MNIST's typical width eroded, under 2/3 of it dilated."""
+    x = images.numpy()
+    widths = stroke_widths(x)
+    cross = ndimage.generate_binary_structure(2, 1)
+    out = x.copy()
+    for i in np.nonzero(widths > 1.5 * typical)[0]:
+        out[i] = ndimage.grey_erosion(x[i], footprint=cross)
+    for i in np.nonzero(widths < typical / 1.5)[0]:
+        out[i] = ndimage.grey_dilation(x[i], footprint=cross)
+    return torch.from_numpy(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="robust_vgg")
+    parser.add_argument("--limit", type=int, default=2000)
+    args = parser.parse_args()
+    trained = load_trained(args.model)
+    data = MNISTDataModule(download=False)
+    images, labels = data.read_split(train=False)
+    labels = labels[: args.limit]
+    sets = {"clean": images[: args.limit], **test_sets(images, None, args.limit, default_cache_dir())}
+    typical = float(np.median(stroke_widths(images[: args.limit].numpy())))
+    preparations = {
+        "as MNIST (predict's)": lambda x: x,
+        "deskewed": deskewed,
+        "stroke width normalised": lambda x: width_normalised(x, typical),
+    }
+    print(
+        f"{args.model}, the first {args.limit:,} test images of each set (MNIST's median stroke width {typical:.2f} px)\n"
+    )
+    print("| preparation | clean | MNIST-C mean | " + " | ".join(n for n in sets if n != "clean") + " |")
+    print("|---" * (len(sets) + 2) + "|")
+    for name, prepare in preparations.items():
+        acc = {s: accuracy(trained.network, trained.normalization, prepare(x), labels, 1000) for s, x in sets.items()}
+        mean = statistics.fmean(acc[s] for s in MNIST_C)
+        cells = [
+            f"{100 * acc['clean']:.2f}",
+            f"{100 * mean:.2f}",
+            *(f"{100 * acc[s]:.1f}" for s in sets if s != "clean"),
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
