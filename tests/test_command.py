@@ -44,6 +44,7 @@ def refused(cwd, *args: str) -> str:
         (["optimizer.lr=0"], "optimizer.lr must be a finite number above 0"),
         (["modle=lenet5"], "modle"),
         (["+trainer.callbacks=[]"], "trainer.callbacks would be ignored"),
+        (["data=mnist_c"], "data=mnist_c is the robustness benchmark, a test set"),
     ],
 )
 @pytest.mark.parametrize("entry", [["train.py"], ["-m", "train"]])

@@ -59,6 +59,11 @@ def check_accelerator(accelerator: str | None) -> None:
 
 def check_settings(cfg: DictConfig) -> None:
     """A training run's settings, each a ConfigError: what needs no library beyond Hydra's."""
+    if cfg.data.get("benchmark"):
+        raise ConfigError(
+            f"data={cfg.data.benchmark} is the robustness benchmark, a test set: test a model on it with "
+            f"digits-zoo eval model_source=SOURCE data={cfg.data.benchmark}, or add robustness=true to a training run"
+        )
     check_count("trainer.max_epochs", cfg.trainer.get("max_epochs"))
     if cfg.trainer.get("limit_test_batches", 1) == 0:  # Lightning would skip trainer.test, which results.json reports
         raise ConfigError(
