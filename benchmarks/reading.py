@@ -4,15 +4,18 @@ preparation), deskewed (the shear that makes the ink's principal axis vertical, 
 deskewed MNIST), and with the stroke width brought back into MNIST's range (grey erosion or dilation
 of pictures whose estimated stroke width is far from MNIST's median).
 
-    DIGITS_ZOO_DATA_DIR=../shared/data python benchmarks/reading.py [--model robust_vgg] [--limit 2000]
+    DIGITS_ZOO_DATA_DIR=../shared/data python benchmarks/reading.py [--model robust_vgg] [--limit 2000] [--out FILE]
 
-Prints a Markdown table: accuracy on the clean images, on each corruption and the MNIST-C mean, per preparation.
+Writes the accuracies (clean, each corruption, MNIST-C's mean) per preparation as JSON, by default to
+docs/results/reading.json, whose table docs/robustness.md shows (python docs/tables.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,6 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="robust_vgg")
     parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs/results/reading.json"
+    )
     args = parser.parse_args()
     trained = load_trained(args.model)
     data = MNISTDataModule(download=False)
@@ -86,20 +92,15 @@ def main() -> None:
         "deskewed": deskewed,
         "stroke width normalised": lambda x: width_normalised(x, typical),
     }
-    print(
-        f"{args.model}, the first {args.limit:,} test images of each set (MNIST's median stroke width {typical:.2f} px)\n"
-    )
-    print("| preparation | clean | MNIST-C mean | " + " | ".join(n for n in sets if n != "clean") + " |")
-    print("|---" * (len(sets) + 2) + "|")
+    results = {"model": args.model, "images": len(labels), "typical_stroke_width": typical, "preparations": []}
     for name, prepare in preparations.items():
-        acc = {s: accuracy(trained.network, trained.normalization, prepare(x), labels, 1000) for s, x in sets.items()}
-        mean = statistics.fmean(acc[s] for s in MNIST_C)
-        cells = [
-            f"{100 * acc['clean']:.2f}",
-            f"{100 * mean:.2f}",
-            *(f"{100 * acc[s]:.1f}" for s in sets if s != "clean"),
-        ]
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        accuracies = {
+            s: accuracy(trained.network, trained.normalization, prepare(x), labels, 1000) for s, x in sets.items()
+        }
+        mean = statistics.fmean(accuracies[s] for s in MNIST_C)
+        results["preparations"].append({"name": name, "accuracy": accuracies, "mnist_c_mean": mean})
+        print(f"{name}: {100 * accuracies['clean']:.2f}% clean, {100 * mean:.2f}% MNIST-C mean", flush=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end t
     config-groups           every config group under configs/ and its options, from their comments
     config-options          every plain option of train.yaml, data/mnist.yaml and trainer/default.yaml
     demo-load JSON          the demo under load, from the JSON that benchmarks/demo_load.py wrote
+    robustness              the shipped models on the robustness benchmark, from their manifest records
+    reading JSON            a model on the benchmark per way of preparing pictures (benchmarks/reading.py's JSON)
 """
 
 from __future__ import annotations
@@ -166,6 +168,34 @@ def demo_load_table(json_path: str) -> str:
     )
 
 
+def robustness_table() -> str:
+    from digits_zoo.data.corruptions import CORRUPTIONS
+    from digits_zoo.models.pretrained import manifest
+
+    entries = sorted(
+        ((n, e) for n, e in manifest().items() if "mnist_c" in e), key=lambda item: -item[1]["mnist_c_mean"]
+    )
+    rows = [["clean (MNIST's test set)", *(f"{100 * e['test_acc']:.2f}" for _, e in entries)]]
+    rows += [[f"`{c}`", *(f"{100 * e['mnist_c'][c]:.1f}" for _, e in entries)] for c in CORRUPTIONS]
+    rows.insert(
+        1, ["**MNIST-C mean** (the first 15 below)", *(f"**{100 * e['mnist_c_mean']:.2f}**" for _, e in entries)]
+    )
+    return table(["accuracy (%)", *(f"`{n}`" for n, _ in entries)], rows)
+
+
+def reading_table(json_path: str) -> str:
+    import json
+
+    results = json.loads((ROOT / json_path).read_text())
+    sets = [name for name in results["preparations"][0]["accuracy"] if name != "clean"]
+    rows = [
+        [p["name"], f"{100 * p['accuracy']['clean']:.2f}", f"{100 * p['mnist_c_mean']:.2f}"]
+        + [f"{100 * p['accuracy'][s]:.1f}" for s in sets]
+        for p in results["preparations"]
+    ]
+    return table(["preparation", "clean", "MNIST-C mean", *(f"`{s}`" for s in sets)], rows)
+
+
 TABLES = {
     "weights": weights_table,
     "leaderboard": leaderboard_table,
@@ -173,6 +203,8 @@ TABLES = {
     "config-groups": config_groups_table,
     "config-options": config_options_table,
     "demo-load": demo_load_table,
+    "robustness": robustness_table,
+    "reading": reading_table,
 }
 
 

@@ -107,3 +107,17 @@ def of_run(network: torch.nn.Module, datamodule, out_dir: Path) -> dict:
     measured = measure(network.eval(), datamodule.normalization, images, labels, cache_dir=default_cache_dir())
     save({**measured}, out_dir, "the tested weights on MNIST-C")
     return {key: value for key, value in measured.items() if key.startswith(PREFIX)}
+
+
+def examples_figure(clean: torch.Tensor, sets: dict[str, torch.Tensor], count: int = 10):
+    """The first `count` digits as they are (top row) and through each corruption of `sets` (a row each)."""
+    rows = {"clean": clean, **sets}
+    fig = new_figure(count * 0.55 + 1.4, len(rows) * 0.55 + 0.2, layout=None)
+    axes = fig.subplots(len(rows), count, squeeze=False)
+    fig.subplots_adjust(left=1.3 / (count * 0.55 + 1.4), right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    for row, (name, images) in zip(axes, rows.items()):
+        for ax, image in zip(row, images[:count]):
+            ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=255)
+            ax.set(xticks=[], yticks=[])
+        row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    return fig
