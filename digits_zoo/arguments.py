@@ -34,6 +34,9 @@ def predict() -> argparse.ArgumentParser:
         help="a checkpoint (*.ckpt), a run folder of train (its best checkpoint, else last.ckpt), "
         "or a model name for the weights shipped with digits_zoo (default: the strongest shipped model)",
     )
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average the readings of 5 slightly moved copies"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON list to stdout instead of text")
     parser.add_argument(
         "--save-input", type=Path, metavar="DIR", help="save the 28x28 picture the model saw as DIR/<stem>.28x28.png"

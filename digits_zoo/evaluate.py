@@ -27,6 +27,7 @@ from digits_zoo.data.contract import check_data_module
 from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.data.mnist_c import default_cache_dir
 from digits_zoo.errors import ConfigError
+from digits_zoo.models.tta import TestTimeAugmentation
 from digits_zoo.predict import load_trained
 from digits_zoo.training import robustness
 from digits_zoo.training.callbacks import progress_bar
@@ -74,7 +75,7 @@ def evaluate(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     trained = load_trained(cfg.model_source)
     if cfg.data.get("benchmark") == "mnist_c":
-        return {"metrics": benchmark(cfg, trained, out_dir)}
+        return {"metrics": benchmark(cfg, trained.with_tta() if cfg.get("tta") else trained, out_dir)}
     datamodule = datamodule_for(cfg, trained)
     if trained.network.num_classes != datamodule.num_classes:
         raise ConfigError(
@@ -83,6 +84,8 @@ def evaluate(cfg: DictConfig) -> dict:
         )
     module = DigitClassifier(**{**trained.hparams, "compile": False})
     module.model.load_state_dict(trained.network.state_dict())
+    if cfg.get("tta"):
+        module.model, trained = TestTimeAugmentation(module.model), trained.with_tta()
     bar = progress_bar() if cfg.trainer.get("enable_progress_bar", True) else None  # (none in a log or a pipe)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -95,6 +98,7 @@ def evaluate(cfg: DictConfig) -> dict:
     results = {
         "model": trained.name,
         "source": str(cfg.model_source),
+        "tta": bool(cfg.get("tta")),
         "dataset": datamodule.dataset_cls.__name__,  # the test set's
         "trained_on": trained.dataset,
         "test_images": len(datamodule.splits["test"][1]),
@@ -132,6 +136,7 @@ def benchmark(cfg: DictConfig, trained, out_dir: Path) -> dict:
     results = {
         "model": trained.name,
         "source": str(cfg.model_source),
+        "tta": bool(cfg.get("tta")),
         "dataset": "MNIST-C",
         "trained_on": trained.dataset,
         **measured,

@@ -20,7 +20,7 @@ import glob
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +98,12 @@ class Trained:
     normalization: tuple[float, float] | None = None
     dataset: str = "MNIST"
 
+    def with_tta(self) -> Trained:
+        """The same model reading each picture through test-time augmentation (digits_zoo.models.tta)."""
+        from digits_zoo.models.tta import TestTimeAugmentation
+
+        return replace(self, network=TestTimeAugmentation(self.network).eval(), name=f"{self.name} with TTA")
+
     def label(self, index: int) -> str:
         """How a person reads class `index`: the digit itself for digits, else the class's name (as the plots say)."""
         return class_labels(self.classes, len(self.classes))[1][index]
@@ -160,9 +166,15 @@ def is_model_name(source: str | Path) -> bool:
     return str(source) in list_models() and not Path(source).exists()
 
 
-def load_trained(source: str | Path) -> Trained:
+def load_trained(source: str | Path, tta: bool = False) -> Trained:
     """The trained network of a checkpoint, a run folder, or a shipped model's name, with what it
-    was trained for (a checkpoint's data module recorded its dataset and input normalization)."""
+    was trained for (a checkpoint's data module recorded its dataset and input normalization); with
+    `tta`, reading through test-time augmentation."""
+    trained = _load_trained(source)
+    return trained.with_tta() if tta else trained
+
+
+def _load_trained(source: str | Path) -> Trained:
     import torchvision
 
     if is_model_name(source):
@@ -321,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        trained = load_trained(args.model)
+        trained = load_trained(args.model, tta=args.tta)
         if args.save_input:
             args.save_input.mkdir(parents=True, exist_ok=True)
     except (WeightsError, OSError) as error:

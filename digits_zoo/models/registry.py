@@ -30,17 +30,22 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(fnmatch.filter(_MODELS, pattern))
 
 
-def create_model(name: str, pretrained: bool | str | Path = False, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: bool | str | Path = False, tta: bool = False, **kwargs) -> nn.Module:
     """Build the registered model `name` with the factory's keyword arguments.
 
     `pretrained=True` loads the weights shipped with digits_zoo (checksum verified); a path loads
     those of a Lightning checkpoint or a train.py run folder. With another `num_classes` than the
-    weights', the classifier stays fresh and the rest loads.
+    weights', the classifier stays fresh and the rest loads. `tta=True` wraps the model for reading
+    (not training) in test-time augmentation (`digits_zoo.models.tta`).
     """
     check_arguments(name, kwargs)
     model = _MODELS[name](**kwargs)
     if pretrained is not False:
         load_pretrained(model, name, pretrained)
+    if tta:
+        from digits_zoo.models.tta import TestTimeAugmentation
+
+        return TestTimeAugmentation(model)
     return model
 
 

@@ -37,6 +37,7 @@ EVAL_TAKES = (
     "trainer",
     "logger",
     "allow_other_dataset",
+    "tta",
     "seed",
     "paths",
 )  # configs/eval.yaml's
@@ -125,7 +126,7 @@ def check_eval_keys(cfg: DictConfig, groups: list[str]) -> None:
         )
         raise ConfigError(
             f"eval.py does not use {', '.join(added)}{hint}; it takes model_source, data=, trainer=, logger=, "
-            "allow_other_dataset, seed (see python eval.py --help)"
+            "allow_other_dataset, tta, seed (see python eval.py --help)"
         )
 
 
