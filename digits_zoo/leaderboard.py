@@ -79,11 +79,14 @@ def _debug(run: Path) -> str:
     return next((option for option in options if option not in ("null", "")), "")
 
 
+# overrides that leave the training as it is: the seed (what a group varies), the model (its own column),
+# the data's folder, and robustness=true (one more measurement after the test)
+NOT_RECIPE = ("seed=", "model=", "data.data_dir=", "robustness=")
+
+
 def _overrides(run: Path) -> list[str]:
-    """The run's command-line overrides but its seed, model and data folder, as a person reads them."""
-    return sorted(
-        _short(o) for o in _override_lines(run) if not o.lstrip("+~").startswith(("seed=", "model=", "data.data_dir="))
-    )
+    """The run's command-line overrides that make its recipe, as a person reads them."""
+    return sorted(_short(o) for o in _override_lines(run) if not o.lstrip("+~").startswith(NOT_RECIPE))
 
 
 def _natural(path: Path) -> list:

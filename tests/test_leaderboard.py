@@ -285,3 +285,9 @@ def test_the_robustness_mean_is_a_column_where_a_run_has_it(tmp_path):
     out.mkdir()
     leaderboard.write(leaderboard.collect([tmp_path]), out)
     assert "mnist_c/mean" in (out / "leaderboard.csv").read_text().splitlines()[0]
+
+
+def test_robustness_true_leaves_a_run_in_its_seeds_group(tmp_path):
+    write_run(tmp_path / "a1", "a", 0.9, 1)
+    write_run(tmp_path / "a2", "a", 0.91, 2, "robustness=true", **{"mnist_c/mean": 0.8})
+    assert [r["group"] for r in leaderboard.collect([tmp_path])] == ["a", "a"]
