@@ -1,13 +1,15 @@
-"""Does preparing pictures differently help a model read them? Each preparation of the benchmark's test
-sets (digits_zoo.data.mnist_c) is measured for a model: as they are (what predict does: MNIST's own
-preparation), deskewed (the shear that makes the ink's principal axis vertical, as in LeCun's
-deskewed MNIST), and with the stroke width brought back into MNIST's range (grey erosion or dilation
-of pictures whose estimated stroke width is far from MNIST's median).
+"""Does reading pictures differently help a model? Each way is measured on the benchmark's test sets
+(digits_zoo.data.mnist_c) for one model: the pictures as they are (what predict does: MNIST's own
+preparation); deskewed (the shear that makes the ink's principal axis vertical, as in LeCun's
+deskewed MNIST); with the stroke width brought back into MNIST's range (grey erosion or dilation of
+pictures whose estimated stroke width is far from MNIST's median); through robust_vgg's input stage
+(`InkOnly`: a top-hat that keeps only the strokes) in front of the model; and with test-time
+augmentation (`digits_zoo.models.tta`).
 
     DIGITS_ZOO_DATA_DIR=../shared/data python benchmarks/reading.py [--model robust_vgg] [--limit 2000] [--out FILE]
 
 Writes the accuracies (clean, each corruption, MNIST-C's mean) per preparation as JSON, by default to
-docs/results/reading.json, whose table docs/robustness.md shows (python docs/tables.py).
+docs/results/reading_MODEL.json, whose table docs/robustness.md shows (python docs/tables.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from scipy import ndimage
 from digits_zoo.data.corruptions import MNIST_C
 from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.data.mnist_c import default_cache_dir, test_sets
+from digits_zoo.models.cnn import InkOnly
+from digits_zoo.models.tta import TestTimeAugmentation
 from digits_zoo.predict import load_trained
 from digits_zoo.training.robustness import accuracy
 
@@ -77,26 +81,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="robust_vgg")
     parser.add_argument("--limit", type=int, default=2000)
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs/results/reading.json"
-    )
+    parser.add_argument("--out", type=Path, help="default: docs/results/reading_MODEL.json")
     args = parser.parse_args()
+    args.out = args.out or Path(__file__).resolve().parent.parent / f"docs/results/reading_{args.model}.json"
     trained = load_trained(args.model)
     data = MNISTDataModule(download=False)
     images, labels = data.read_split(train=False)
     labels = labels[: args.limit]
     sets = {"clean": images[: args.limit], **test_sets(images, None, args.limit, default_cache_dir())}
     typical = float(np.median(stroke_widths(images[: args.limit].numpy())))
-    preparations = {
-        "as MNIST (predict's)": lambda x: x,
-        "deskewed": deskewed,
-        "stroke width normalised": lambda x: width_normalised(x, typical),
+    same = trained.network
+    readings = {  # name: (how the pictures are prepared, the network that reads them)
+        "as MNIST (predict's)": (lambda x: x, same),
+        "deskewed": (deskewed, same),
+        "stroke width normalised": (lambda x: width_normalised(x, typical), same),
+        "InkOnly in front": (lambda x: x, torch.nn.Sequential(InkOnly(), same)),
+        "test-time augmentation": (lambda x: x, TestTimeAugmentation(same)),
     }
     results = {"model": args.model, "images": len(labels), "typical_stroke_width": typical, "preparations": []}
-    for name, prepare in preparations.items():
-        accuracies = {
-            s: accuracy(trained.network, trained.normalization, prepare(x), labels, 1000) for s, x in sets.items()
-        }
+    if any(isinstance(layer, InkOnly) for layer in same.modules()):  # (robust_vgg has it already)
+        del readings["InkOnly in front"]
+    for name, (prepare, network) in readings.items():
+        accuracies = {s: accuracy(network, trained.normalization, prepare(x), labels, 1000) for s, x in sets.items()}
         mean = statistics.fmean(accuracies[s] for s in MNIST_C)
         results["preparations"].append({"name": name, "accuracy": accuracies, "mnist_c_mean": mean})
         print(f"{name}: {100 * accuracies['clean']:.2f}% clean, {100 * mean:.2f}% MNIST-C mean", flush=True)

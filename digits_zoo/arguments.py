@@ -32,7 +32,7 @@ def predict() -> argparse.ArgumentParser:
         "--model",
         metavar="SOURCE",
         help="a checkpoint (*.ckpt), a run folder of train (its best checkpoint, else last.ckpt), "
-        "or a model name for the weights shipped with digits_zoo (default: the strongest shipped model)",
+        "or a model name for the weights shipped with digits_zoo (default: robust_vgg, the default shipped model)",
     )
     parser.add_argument(
         "--tta", action="store_true", help="test-time augmentation: average the readings of 5 slightly moved copies"
@@ -74,7 +74,7 @@ def demo() -> argparse.ArgumentParser:
         "--model",
         metavar="NAME",
         help="the model selected at first: a shipped model's name or a --checkpoint PATH "
-        "(default: the first checkpoint, else the strongest shipped model)",
+        "(default: the first checkpoint, else robust_vgg, the default shipped model)",
     )
     return parser
 

@@ -22,8 +22,8 @@ from PIL import Image
 from digits_zoo import arguments
 from digits_zoo.data.preprocess import WORK_PIXELS, ImageError, prepare_image, to_tensor
 from digits_zoo.errors import DigitsZooError, one_line
-from digits_zoo.models.pretrained import manifest
-from digits_zoo.predict import Trained, load_trained, strongest_shipped
+from digits_zoo.models.pretrained import DEFAULT_MODEL, manifest
+from digits_zoo.predict import Trained, load_trained
 from digits_zoo.training.stops import Terminated, sigterm_raises
 
 PAGE = Path(__file__).with_name("demo.html")
@@ -208,7 +208,7 @@ def serve_pages(args: argparse.Namespace) -> int:
     try:
         require_extra()
         choices = shipped_models() | checkpoint_models(args.checkpoint)
-        default = args.model or (args.checkpoint[0] if args.checkpoint else strongest_shipped())
+        default = args.model or (args.checkpoint[0] if args.checkpoint else DEFAULT_MODEL)
         if default not in choices:
             raise DemoError(f"--model {default!r} is not offered; choose one of: {', '.join(choices)}")
         app = create_app(choices, default)

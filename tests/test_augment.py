@@ -24,6 +24,7 @@ NEW = {
     "shear": {"shear": 20},
     "elastic": {"elastic": {"alpha": 1.4, "sigma": 4.0}},
     "thickness": {"thickness": 1},
+    "noise": {"noise": 0.2},
     "robust": ROBUST,
 }
 
@@ -113,12 +114,26 @@ def test_thickness_thins_keeps_or_thickens_each_stroke():
     assert (ink < 0).any() and (ink == 0).any() and (ink > 0).any()
 
 
+def test_noise_turns_a_share_of_each_images_pixels_black_or_white():
+    images = torch.full((200, 1, 28, 28), 0.5)  # grey: every black or white pixel shows
+    noisy = augment_batch(images, {"noise": 0.2}, torch.Generator().manual_seed(0), 200)
+    changed = (noisy != images).flatten(1).float().mean(1)
+    assert changed.max() < 0.25 and changed.mean() == pytest.approx(0.1, abs=0.02)  # a share in [0, 0.2) per image
+    assert set(noisy[noisy != images].unique().tolist()) == {0.0, 1.0}
+
+
 def test_standardised_images_are_augmented_as_the_raw_ones_around_their_blank():
     mean, std = 0.13, 0.31
     images = digits(8)
-    raw = augment_batch(images, ROBUST, torch.Generator().manual_seed(3), 8)
+    settings = {**ROBUST, "noise": 0.2}
+    raw = augment_batch(images, settings, torch.Generator().manual_seed(3), 8)
     standardised = augment_batch(
-        (images - mean) / std, ROBUST, torch.Generator().manual_seed(3), 8, background=-mean / std
+        (images - mean) / std,
+        settings,
+        torch.Generator().manual_seed(3),
+        8,
+        background=-mean / std,
+        white=(1 - mean) / std,
     )
     assert torch.allclose(standardised, (raw - mean) / std, atol=1e-5)
 
@@ -160,7 +175,7 @@ def test_an_unknown_augment_key_on_the_command_line_is_one_line_naming_the_allow
     assert code == 1
     assert err == (
         "error: unknown data.augment key 'sheer'; did you mean shear? "
-        "allowed keys: degrees, scale, translate, shear, elastic, thickness\n"
+        "allowed keys: degrees, scale, translate, shear, elastic, thickness, noise\n"
     )
 
 

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from digits_zoo import list_pretrained
 from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.data.preprocess import ImageError, prepare_image, to_tensor
+from digits_zoo.models.pretrained import manifest
 from digits_zoo.predict import load_model, load_trained, main, resolve_checkpoint
 from digits_zoo.training.module import DigitClassifier
 from tests.conftest import ROOT
@@ -363,11 +364,13 @@ def test_a_run_trained_on_standardized_pixels_gets_them_standardized(standardize
     assert result["digit"] == int(expected.argmax())
 
 
-def test_without_a_model_the_strongest_shipped_one_reads_and_says_so(pictures, capsys):
+def test_without_a_model_the_default_shipped_one_reads_and_says_so(pictures, capsys):
     assert main([str(pictures["seven.png"]), "--json"]) == 0
     captured = capsys.readouterr()
+    info = manifest()["robust_vgg"]
     assert captured.err == (
-        "model: vgg_bn, the strongest shipped model (99.69% on the MNIST test set); choose another with --model\n"
+        f"model: robust_vgg, the default shipped model ({100 * info['test_acc']:.2f}% on the MNIST test set, "
+        f"{100 * info['mnist_c_mean']:.2f}% on MNIST-C); choose another with --model\n"
     )
     assert json.loads(captured.out)[0]["activation"] == "softmax"
 

@@ -1,7 +1,7 @@
 """Random changes to the training images (`data.augment`), made to a whole batch at once on its own device.
 
 `check_settings` checks the settings; `augment_batch` applies them: a stroke-thickness change (grey erosion or
-dilation), then one resampling that holds the affine transform and the elastic distortion. Every random number
+dilation), then one resampling that holds the affine transform and the elastic distortion, then noise. Every random number
 is drawn for the whole round of images dealt to the processes and each process takes its share, so an image is
 changed in the same way whichever process has it. The draws come in a fixed order, the affine ones first: the
 settings {degrees, scale, translate} alone draw and compute exactly what they always have, so that older runs
@@ -21,7 +21,7 @@ from digits_zoo.errors import ConfigError, check_number
 
 AFFINE = ("degrees", "scale", "translate")  # four draws per image: angle, zoom, x shift, y shift
 ELASTIC = ("alpha", "sigma")
-KEYS = (*AFFINE, "shear", "elastic", "thickness")
+KEYS = (*AFFINE, "shear", "elastic", "thickness", "noise")
 
 
 def _unknown(where: str, key: object, allowed: tuple[str, ...]) -> ConfigError:
@@ -71,6 +71,7 @@ CHECKS = {
     "shear": lambda key, value: _below(key, value, 90),
     "elastic": _elastic,
     "thickness": _thickness,
+    "noise": lambda key, value: _below(key, value, 1),  # a share of the pixels
 }
 
 
@@ -97,9 +98,11 @@ def augment_batch(
     rank: int = 0,
     world_size: int = 1,
     background: float = 0.0,
+    white: float = 1.0,
 ) -> torch.Tensor:
     """`images` (this process's share, every `world_size`-th image from `rank` of a round of `dealt` images)
-    changed as `settings` (checked by `check_settings`) say; `background` is the value of a blank pixel."""
+    changed as `settings` (checked by `check_settings`) say; `background` is the value of a blank pixel, `white`
+    that of a white one."""
 
     def draw(*shape: int) -> torch.Tensor:  # uniform in [0, 1), for the whole round; this process's share
         return torch.rand(dealt, *shape, generator=generator)[rank::world_size]
@@ -110,11 +113,20 @@ def augment_batch(
     field = draw(2, *images.shape[-2:]) if "elastic" in settings else None
     radius = settings.get("thickness", 0)
     change = torch.randint(-radius, radius + 1, (dealt,), generator=generator)[rank::world_size] if radius else None
+    noise = draw(3, *images.shape[-2:]) if settings.get("noise") else None  # share, hit, salt: per pixel
 
     if change is not None:
         images = stroke_thickness(images, change.to(device, non_blocking=True), radius, background)
-    if affine is None and shear is None and field is None:
-        return images
+    if affine is not None or shear is not None or field is not None:
+        images = _resampled(images, settings, affine, shear, field, background)
+    if noise is not None:
+        images = salt_and_pepper(images, noise.to(device, non_blocking=True), settings["noise"], background, white)
+    return images
+
+
+def _resampled(images, settings, affine, shear, field, background: float) -> torch.Tensor:
+    """The images through one grid_sample: the affine transform (with the x-shear) and the elastic field."""
+    device = images.device
     if affine is None:
         theta = torch.eye(2, 3, device=device).expand(len(images), 2, 3)
     else:
@@ -128,6 +140,15 @@ def augment_batch(
     if field is not None:
         grid = grid + elastic_displacement(field.to(device, non_blocking=True), **settings["elastic"]).to(grid.dtype)
     return F.grid_sample(images - background, grid, align_corners=False) + background
+
+
+def salt_and_pepper(images: torch.Tensor, draws: torch.Tensor, most: float, black: float, white: float) -> torch.Tensor:
+    """Each image with a share of its pixels, uniform in [0, `most`) per image, set to black or white (half
+    each): sensor noise and specks. `draws` (N, 3, H, W) uniform in [0, 1): the share (from the first pixel's
+    draw), whether each pixel is hit, and whether it turns white."""
+    share = draws[:, 0, :1, :1].unsqueeze(1) * most
+    hit = draws[:, 1:2] < share
+    return torch.where(hit, torch.where(draws[:, 2:3] < 0.5, white, black).to(images.dtype), images)
 
 
 def affine_matrix(u: torch.Tensor, degrees: float, scale: float, translate: float) -> torch.Tensor:

@@ -86,10 +86,11 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         background: float = 0.0,
+        white: float = 1.0,
     ):
         self.images, self.labels, self.batch_size = images, labels, batch_size
         # for shuffled (training) batches: checked data.augment settings, and the value of a blank pixel
-        self.augment, self.background = augment, background
+        self.augment, self.background, self.white = augment, background, white
         self.steps_per_execution = steps_per_execution
         self.rank, self.world_size = rank, world_size
         # DataLoader-like attributes that Lightning inspects (it calls `sampler.set_epoch`)
@@ -130,7 +131,9 @@ class TensorLoader:
                 return
             images = self.images[index]
             if self.augment:  # drawn for the whole round: each image its own, whichever process has it
-                images = augment_batch(images, self.augment, generator, len(dealt), rank, world_size, self.background)
+                images = augment_batch(
+                    images, self.augment, generator, len(dealt), rank, world_size, self.background, self.white
+                )
             yield images, self.labels[index]
 
 
@@ -245,7 +248,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.splits = {
             name: (x.to(device).unsqueeze(1).float().div_(255), y.to(device)) for name, (x, y) in splits.items()
         }
-        self.background = 0.0  # the value of a blank pixel, which augmentation pads with
+        self.background, self.white = 0.0, 1.0  # the values of a blank and a white pixel (for augmentation)
         if self.standardize and not self.normalization:
             self.normalization = (self.splits["fit"][0].mean().item(), self.splits["fit"][0].std().item())
         if self.normalization:
@@ -253,6 +256,7 @@ class MNISTDataModule(L.LightningDataModule):
             for x, _ in self.splits.values():
                 x.sub_(mean).div_(std)
             self.background = float(torch.tensor(-mean) / std)  # in float32, as the pixels
+            self.white = float(torch.tensor(1 - mean) / std)
 
     def read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, H, W) and int64 labels, checked for consistency."""
@@ -315,6 +319,7 @@ class MNISTDataModule(L.LightningDataModule):
             steps_per_execution=group,
             augment=self.augment,
             background=self.background,
+            white=self.white,
         )
 
     def val_dataloader(self) -> TensorLoader:

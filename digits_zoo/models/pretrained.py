@@ -28,6 +28,10 @@ SHIPPED = Path(__file__).parent / "weights"
 MANIFEST = SHIPPED / "manifest.json"
 
 
+# predict's and the demo's model when none is named: the most robust shipped one (docs/robustness.md)
+DEFAULT_MODEL = "robust_vgg"
+
+
 class WeightsError(DigitsZooError):
     """Weights that are missing, damaged or do not fit the model."""
 
