@@ -1,6 +1,10 @@
 """The robustness benchmark: MNIST-C's corruptions remade here, cached, and measured by eval.py data=mnist_c."""
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,10 +13,12 @@ from torch import nn
 
 from digits_zoo.data import mnist_c
 from digits_zoo.data.corruptions import CORRUPTIONS, MNIST_C, corrupt
+from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.errors import ConfigError
 from digits_zoo.evaluate import evaluate
 from digits_zoo.training.robustness import PREFIX, measure
 from digits_zoo.training.run import train
+from tests.conftest import ROOT
 from tests.test_evaluate import eval_cfg
 
 
@@ -140,3 +146,57 @@ def test_train_robustness_true_records_the_tested_weights_benchmark(make_cfg, tm
 def test_robustness_true_on_another_dataset_is_refused(make_cfg):
     with pytest.raises(ConfigError, match="robustness=true tests on MNIST-C"):
         train(make_cfg("data=fashion_mnist", "robustness=true"))
+
+
+# sha256 (first 16 hex digits) of the first 100 images of each test set, as made on the project's machine.
+# A change means other images (a corruption's code, or numpy's, scipy's, scikit-image's or torch's
+# numbers, changed): raise digits_zoo.data.mnist_c.VERSION so that no cache of the old ones is read.
+DIGESTS = {
+    "shot_noise": "aa4682bbf1c16476",
+    "impulse_noise": "d5213a9ec568af30",
+    "glass_blur": "9b0ef3602bfe54f3",
+    "motion_blur": "f5885b9272e92f89",
+    "shear": "689cee7620b1da6f",
+    "scale": "343ae40d9ccd0dbd",
+    "rotate": "7edebbe3c94c2554",
+    "brightness": "b7840ffd93bfac40",
+    "translate": "32115d7fe93441f2",
+    "stripe": "d3dc4198890758ba",
+    "fog": "692a90bb5f7e27fa",
+    "spatter": "8e080e5d1b6cb447",
+    "dotted_line": "91c28ecc4f412b3e",
+    "zigzag": "8f49081d297e24d2",
+    "canny_edges": "22021e3ba95672cd",
+    "thinner": "f453070d1abd4b85",
+    "thicker": "562cce29716fefd8",
+}
+
+
+@pytest.mark.real_data
+def test_the_benchmark_is_the_same_images_on_every_machine(real_data_dir):
+    images, _ = MNISTDataModule(real_data_dir, download=False).read_split(train=False)
+    made = {
+        name: hashlib.sha256(x.numpy().tobytes()).hexdigest()[:16]
+        for name, x in mnist_c.test_sets(images, None, 100, None).items()
+    }
+    assert made == DIGESTS
+
+
+@pytest.mark.real_data
+@pytest.mark.slow  # a real eval.py process
+def test_eval_py_measures_a_shipped_model_on_a_slice_of_the_benchmark(real_data_dir, tmp_path):
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "eval.py", "model_source=lenet5", "data=mnist_c", "data.limit=300", f"hydra.run.dir={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DIGITS_ZOO_DATA_DIR": str(real_data_dir), "DIGITS_ZOO_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["test_images"] == 300 and set(mnist_c.check_corruptions(None)) == {
+        key.removeprefix(PREFIX) for key in results if key.startswith(PREFIX)
+    }
+    assert PREFIX + "mean" not in results and results["test/acc"] > 0.97  # (a slice: no mean recorded)
+    assert "| fog |" in (out / "eval.log").read_text()
