@@ -4,7 +4,7 @@
     digits_zoo.classify(SOURCE, pictures)
 
 SOURCE is a checkpoint (`*.ckpt`), a run folder made by train.py, or the name of a model whose
-trained weights ship with the package (e.g. `flatten_mlp`; without --model, the strongest one).
+trained weights ship with the package (e.g. `flatten_mlp`; without --model, `robust_vgg`, the default).
 An IMAGE is a picture file, a folder (its pictures) or a glob pattern (`'scans/*.png'`).
 Each picture is prepared the way MNIST was (see `digits_zoo.data.preprocess`), then as the model's
 inputs were in training (standardised, where they were: `Trained.transforms()`), and all go through
