@@ -1,7 +1,7 @@
 """`evaluate(cfg)`: test a trained model without training. `eval.py` is its Hydra entry point.
 
     python eval.py model_source=SOURCE [data=NAME [allow_other_dataset=true]] [trainer=gpu] [logger=tensorboard]
-    python eval.py model_source=SOURCE data=mnist_c     (the robustness benchmark: digits_zoo.robustness)
+    python eval.py model_source=SOURCE data=mnist_c [tta=true]   (the robustness benchmark: training/robustness.py)
 
 SOURCE is what `predict --model` takes: a checkpoint, a run folder or a shipped model's name. The
 test set is that of the dataset the model was trained on (its checkpoint's or manifest's record); a

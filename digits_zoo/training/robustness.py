@@ -55,8 +55,9 @@ def measure(
     cache_dir: Path | None = None,
     batch_size: int = 1000,
 ) -> dict:
-    """`network`'s results.json entries (in eval mode, on its own device; `normalization` as `accuracy`'s): `test/acc` on the clean images, `mnist_c/<corruption>` for each one, and
-    `mnist_c/mean` over MNIST-C's fifteen where all of them were measured on all images."""
+    """`network`'s results.json entries (in eval mode, on its own device; `normalization` as `accuracy`'s):
+    `test/acc` on the clean images, `mnist_c/<corruption>` for each corruption, and `mnist_c/mean` over
+    MNIST-C's fifteen where all of them were measured on all images."""
     count = len(labels) if limit is None else min(limit, len(labels))
     labels = labels[:count]
     results = {
@@ -105,7 +106,7 @@ def of_run(network: torch.nn.Module, datamodule, out_dir: Path) -> dict:
     in the default place), its picture in the run folder; returns the mnist_c/ entries of results.json."""
     images, labels = datamodule.read_split(train=False)
     measured = measure(network.eval(), datamodule.normalization, images, labels, cache_dir=default_cache_dir())
-    save({**measured}, out_dir, "the tested weights on MNIST-C")
+    save(measured, out_dir, "the tested weights on MNIST-C")
     return {key: value for key, value in measured.items() if key.startswith(PREFIX)}
 
 
