@@ -130,6 +130,7 @@ def test_eval_data_mnist_c_writes_results_and_the_picture(tiny_data, tmp_path):
     assert {PREFIX + "stripe", PREFIX + "fog"} <= saved.keys() and (tmp_path / "robustness.png").is_file()
 
 
+@pytest.mark.slow  # a training run and the whole benchmark on its test set
 def test_train_robustness_true_records_the_tested_weights_benchmark(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITS_ZOO_CACHE", str(tmp_path / "cache"))
     output = train(make_cfg("model=single_dense", "trainer.max_epochs=1", "robustness=true"))
