@@ -162,7 +162,7 @@ def test_the_demo_listens_on_this_machine_only_by_default(demo_url):
 
 def test_digits_drawn_with_the_mouse_are_read(open_page, tmp_path):
     page = open_page()
-    assert page.input_value("#model") == "vgg_bn"
+    assert page.input_value("#model") == "robust_vgg"  # DEFAULT_MODEL
 
     draw_with_mouse(page, SEVEN)
     assert reading(page) == "7"

@@ -63,7 +63,7 @@ def test_a_stale_table_is_found_and_made_anew(tmp_path):
     assert tables(str(page)).returncode == 0 and tables("--check", str(page)).returncode == 0
     text = page.read_text()
     assert text.startswith("Before.\n") and text.endswith("<!-- end table -->\nAfter.\n")
-    assert "12.34%" not in text and "`python train.py experiment=vgg_bn`" in text
+    assert "12.34%" not in text and "`python train.py experiment=vgg_bn robustness=true`" in text
 
 
 def test_an_unknown_table_is_one_line(tmp_path):

@@ -182,7 +182,7 @@ def test_a_key_eval_does_not_use_is_refused_in_one_line(override, named, tiny_da
         )
         return
     assert result.returncode == 1 and line.startswith(f"error: eval.py does not use {named}")
-    assert "it takes model_source, data=, trainer=, logger=, allow_other_dataset, seed" in line
+    assert "it takes model_source, data=, trainer=, logger=, allow_other_dataset, tta, seed" in line
     assert not (out / "results.json").exists()
 
 
@@ -211,4 +211,6 @@ def test_every_shipped_model_evaluates_to_its_manifests_accuracy(name, real_data
     metrics = evaluate(eval_cfg(name, real_data_dir, tmp_path))["metrics"]
     assert metrics["test_images"] == 10_000
     assert round(metrics["test/acc"] * 10_000) == round(manifest()[name]["test_acc"] * 10_000)
-    assert metrics["test/loss"] == pytest.approx(manifest()[name]["test_loss"], rel=1e-4)
+    assert metrics["test/loss"] == pytest.approx(
+        manifest()[name]["test_loss"], rel=2e-3
+    )  # (bf16-trained models: their test ran in bf16, eval in fp32)
