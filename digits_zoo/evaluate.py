@@ -24,7 +24,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from digits_zoo.data.contract import check_data_module
-from digits_zoo.data.mnist import MNISTDataModule
 from digits_zoo.data.mnist_c import default_cache_dir
 from digits_zoo.errors import ConfigError
 from digits_zoo.models.tta import TestTimeAugmentation
@@ -118,16 +117,13 @@ def benchmark(cfg: DictConfig, trained, out_dir: Path) -> dict:
             f"data=mnist_c is made from MNIST's test set and {cfg.model_source} was trained on {trained.dataset}; "
             "test it on its own test set without data="
         )
-    data = MNISTDataModule(cfg.data.get("data_dir"), download=cfg.data.get("download", True))
-    data.prepare_data()
-    images, labels = data.read_split(train=False)
     cuda = cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     limit, cache = cfg.data.get("limit"), cfg.data.get("cache_dir")
-    measured = robustness.measure(
+    measured = robustness.measure_mnist(
         trained.network.to("cuda" if cuda else "cpu"),
         trained.normalization,
-        images,
-        labels,
+        cfg.data.get("data_dir"),
+        cfg.data.get("download", True),
         corruptions=OmegaConf.to_container(cfg.data.corruptions) if cfg.data.get("corruptions") else None,
         limit=limit,
         cache_dir=Path(cache).expanduser() if cache else default_cache_dir(),

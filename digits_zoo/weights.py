@@ -109,19 +109,15 @@ def benchmark_record(results: dict) -> dict:
 def benchmark_shipped(name: str) -> dict:
     """Measure shipped model `name` on the robustness benchmark (the MNIST files where the data module finds
     them) and write the result into its record (in the manifest and the file's metadata); returns the entry."""
-    from digits_zoo.data.mnist import MNISTDataModule
     from digits_zoo.data.mnist_c import default_cache_dir
     from digits_zoo.predict import load_trained
-    from digits_zoo.training.robustness import measure
+    from digits_zoo.training.robustness import measure_mnist
 
     info = pretrained_info(name)
     if info["dataset"] != "MNIST":
         raise DigitsZooError(f"{name} was trained on {info['dataset']}; the benchmark is made from MNIST's test set")
     trained = load_trained(name)
-    data = MNISTDataModule()
-    data.prepare_data()
-    images, labels = data.read_split(train=False)
-    measured = measure(trained.network, trained.normalization, images, labels, cache_dir=default_cache_dir())
+    measured = measure_mnist(trained.network, trained.normalization, cache_dir=default_cache_dir())
     record = {k: v for k, v in info.items() if k not in ("file", "sha256", "mnist_c_mean", "mnist_c")}
     return ship(name, shipped_state_dict(name), {**record, **benchmark_record(measured)})
 

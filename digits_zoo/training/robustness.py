@@ -72,6 +72,23 @@ def measure(
     return results
 
 
+def measure_mnist(
+    network: torch.nn.Module,
+    normalization: tuple[float, float] | None,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    **options,
+) -> dict:
+    """`measure` on MNIST's test set where the data module finds it (`data_dir`, else $DIGITS_ZOO_DATA_DIR or
+    ./data; downloaded where missing, if `download`); `options` are `measure`'s."""
+    from digits_zoo.data.mnist import MNISTDataModule
+
+    data = MNISTDataModule(data_dir, download=download)
+    data.prepare_data()
+    images, labels = data.read_split(train=False)
+    return measure(network, normalization, images, labels, **options)
+
+
 def corruptions_of(results: dict) -> list[str]:
     return [key.removeprefix(PREFIX) for key in results if key.startswith(PREFIX) and key != PREFIX + "mean"]
 
