@@ -39,11 +39,16 @@ def train_job(cfg) -> float | None:
     """`digits-zoo train`'s job. Returns the best epoch's val/acc (None without a validation split):
     what a Hydra sweeper such as hparams_search=mlp_optuna maximises."""
     with one_line_errors():
+        from digits_zoo.training import sweeps
         from digits_zoo.training.run import train
 
         freeze_imports()
-        metrics = train(cfg).get("metrics")  # (lr_find=true trains nothing)
-        return metrics and metrics["best_val/acc"]
+        with sweeps.job_folder() as folder:  # None outside a sweep
+            if folder and (results := sweeps.finished(folder)):  # a sweep started again
+                return results.get("best_val/acc")
+            stopped = folder if folder and sweeps.stopped(folder) else None
+            metrics = train(cfg, stopped=stopped).get("metrics")  # (lr_find=true trains nothing)
+            return metrics and metrics["best_val/acc"]
 
 
 def eval_job(cfg) -> None:
@@ -60,7 +65,6 @@ def hydra_command(name: str, argv: list[str]) -> int:
     (overrides, -m, --help, --cfg job, ...) on `configs/NAME.yaml`; 0 when it ends well."""
     import hydra
 
-    register_resolvers()  # configs/train.yaml's ${if_resume:...}
     job = {"train": train_job, "eval": eval_job}[name]
     command = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=name)(job)
     saved, sys.argv[1:] = sys.argv[:], argv  # what Hydra reads
@@ -80,9 +84,16 @@ def if_resume(then, otherwise, _root_):
 
 
 def register_resolvers() -> None:
-    """The resolvers configs/train.yaml's `hydra` node uses; called by what composes and runs it
-    (train.py, digits_zoo.fit) before composing. Registering again changes nothing."""
+    """The resolvers the configs use (configs/train.yaml's `${if_resume:...}`); called when this module
+    is imported, which also happens in a launcher's worker process that runs a job. Registering again
+    changes nothing."""
+    from digits_zoo.training.sweeps import threads_per_job
+
     OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
+    OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+
+
+register_resolvers()
 
 
 def freeze_imports() -> None:

@@ -80,8 +80,9 @@ def _debug(run: Path) -> str:
 
 
 # overrides that leave the training as it is: the seed (what a group varies), the model (its own column),
-# the data's folder, and robustness=true (one more measurement after the test)
-NOT_RECIPE = ("seed=", "model=", "data.data_dir=", "robustness=")
+# the data's folder, robustness=true (one more measurement after the test), and where and on how many
+# threads it ran (a launcher)
+NOT_RECIPE = ("seed=", "model=", "data.data_dir=", "robustness=", "launcher=", "threads=")
 
 
 def _overrides(run: Path) -> list[str]:

@@ -100,9 +100,9 @@ def tidy_lightning_logging() -> Iterator[None]:
 def run_settings() -> Iterator[None]:
     """Around a run in this process (train(), evaluate(), a search's chosen test), so that a notebook
     goes on as it was: Lightning's logging tidied and its harmless warnings hidden while it runs, and
-    the environment, where Lightning keeps the seed (PL_GLOBAL_SEED) and DDP its addresses, as it was
-    after it."""
-    environ = dict(os.environ)
+    the environment, where Lightning keeps the seed (PL_GLOBAL_SEED) and DDP its addresses, and torch's
+    CPU threads (`threads=`) as they were after it."""
+    environ, threads = dict(os.environ), torch.get_num_threads()
     try:
         with tidy_lightning_logging(), harmless_warnings_hidden():
             yield
@@ -110,24 +110,30 @@ def run_settings() -> Iterator[None]:
         for key in os.environ.keys() - environ.keys():
             del os.environ[key]
         os.environ.update(environ)
+        torch.set_num_threads(threads)
 
 
 @run_settings()
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, stopped: Path | None = None) -> dict:
     """Train `cfg.model` on `cfg.data`, test the best checkpoint, write `results.json`. With
     `cfg.resume` set to a run folder, continue that run from its last checkpoint instead. A trial of
     a search (`cfg.optimized_metric` set) is not tested: the sweep's leaderboard tests the trial
-    chosen by validation, once, after the search.
+    chosen by validation, once, after the search. `stopped`: the folder of a sweep's job that stopped
+    (`sweeps.stopped`), which goes on as `resume=` would continue it.
 
     Returns {"metrics": results, "trainer", "module", "datamodule"} so callers and tests can look
     further.
     """
     resume = load_resume(cfg.resume) if cfg.get("resume") else None
+    if stopped:  # (its own overrides are the job's: nothing to check)
+        resume = load_resume(stopped, check_overrides=False)
     if resume:
         cfg = resume.cfg
         log.info("Resuming %s from the end of epoch %d", cfg.paths.output_dir, resume.epoch + 1)
         if resume.extended_from is not None:
             log.info("Extending it from %d to %d epochs", resume.extended_from, cfg.trainer.max_epochs)
+    if cfg.get("threads"):  # (a launcher's parallel jobs share the cores: configs/launcher)
+        torch.set_num_threads(cfg.threads)
     datamodule = instantiate(cfg.data)
     check_config(cfg, datamodule)
     out_dir = _run_folder(cfg, resume)
