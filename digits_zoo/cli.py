@@ -43,7 +43,7 @@ def train_job(cfg) -> float | None:
         from digits_zoo.training.run import train
 
         freeze_imports()
-        with sweeps.job_folder() as folder:  # None outside a sweep
+        with sweeps.job_folder() as folder, sweeps.own_gpu(cfg):  # folder: None outside a sweep
             if folder and (results := sweeps.finished(folder)):  # a sweep started again
                 return results.get("best_val/acc")
             stopped = folder if folder and sweeps.stopped(folder) else None
@@ -87,9 +87,10 @@ def register_resolvers() -> None:
     """The resolvers the configs use (configs/train.yaml's `${if_resume:...}`); called when this module
     is imported, which also happens in a launcher's worker process that runs a job. Registering again
     changes nothing."""
-    from digits_zoo.training.sweeps import threads_per_job
+    from digits_zoo.training.sweeps import parallel_jobs, threads_per_job
 
     OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
+    OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
     OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 
 

@@ -18,6 +18,7 @@ A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end t
     demo-load JSON          the demo under load, from the JSON that benchmarks/demo_load.py wrote
     robustness              the shipped models on the robustness benchmark, from their manifest records
     reading JSON            a model on the benchmark per way of preparing pictures (benchmarks/reading.py's JSON)
+    zoo-sweep JSON          the zoo's sweep one job after another and in parallel (benchmarks/zoo_sweep.py's JSON)
 """
 
 from __future__ import annotations
@@ -196,6 +197,23 @@ def reading_table(json_path: str) -> str:
     return table(["preparation", "clean", "MNIST-C mean", *(f"`{s}`" for s in sets)], rows)
 
 
+def zoo_sweep_table(json_path: str) -> str:
+    import json
+
+    results = json.loads((ROOT / json_path).read_text())
+    sweeps = results["sweeps"]
+    rows = [[name, f"`{s['command']}`", f"{s['wall_seconds'] / 60:.1f} min"] for name, s in sweeps.items()]
+    equal = [key for key, same in results["equal"].items() if same]
+    differ = [key for key, same in results["equal"].items() if not same]
+    return (
+        table(["sweep", "command", "wall time"], rows)
+        + f"\nOn {results['cores']} cores, {len(results['models'])} models. Equal in both leaderboards: "
+        + (", ".join(f"`{key}`" for key in equal) or "none")
+        + (f"; not equal: {', '.join(f'`{key}`' for key in differ)}" if differ else "")
+        + ".\n"
+    )
+
+
 TABLES = {
     "weights": weights_table,
     "leaderboard": leaderboard_table,
@@ -205,6 +223,7 @@ TABLES = {
     "demo-load": demo_load_table,
     "robustness": robustness_table,
     "reading": reading_table,
+    "zoo-sweep": zoo_sweep_table,
 }
 
 

@@ -102,3 +102,14 @@ def test_parallel_and_submitit_sweeps_give_the_leaderboard_of_a_sequential_one(t
     groups = [line for line in gathered.stdout.splitlines() if line.startswith(("| single_dense |", "| softmax_mlp |"))]
     assert groups[:2] and all(line.startswith(("| single_dense | 4 |", "| softmax_mlp | 4 |")) for line in groups[:2])
     assert "machine_a/parallel/0_single_dense" in gathered.stdout
+
+
+def test_parallel_jobs_take_a_gpu_each(tmp_path):
+    """Each job of launcher=parallel holds the lock of the GPU it trains on; the next job takes the next."""
+    first, second = sweeps._free_gpu(2, tmp_path), sweeps._free_gpu(2, tmp_path)
+    assert (first[0], second[0]) == (0, 1) and sweeps._free_gpu(2, tmp_path) is None  # all taken: wait
+    sweeps.os.close(first[1])
+    third = sweeps._free_gpu(2, tmp_path)
+    assert third[0] == 0
+    for descriptor in (second[1], third[1]):
+        sweeps.os.close(descriptor)

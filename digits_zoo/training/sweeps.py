@@ -14,10 +14,13 @@ checkpoint; with other overrides it is refused, since its jobs' folders would me
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,13 @@ from digits_zoo.training.run_folders import FolderTaken, claim, foreign, refuse,
 log = logging.getLogger(__name__)
 
 RECORD = "multirun.yaml"  # Hydra's record of the sweep's config, in its folder
+
+
+def parallel_jobs() -> int:
+    """configs/launcher/parallel.yaml's default number of jobs at once: one per GPU, else one per core (-1)."""
+    import torch
+
+    return torch.cuda.device_count() or -1
 
 
 def threads_per_job(jobs: int) -> int:
@@ -123,6 +133,42 @@ def job_folder() -> Iterator[Path | None]:
         yield folder
     finally:  # (a launcher's worker process goes on to other jobs)
         release(folder)
+
+
+@contextmanager
+def own_gpu(cfg: DictConfig) -> Iterator[None]:
+    """A job of `launcher=parallel` on a machine with several GPUs trains on one of them that no other job
+    holds (`trainer.devices=[N]`), waiting for one where all are taken: its lock, in the machine's temporary
+    folder, is held while the job runs. Jobs that choose their devices (`trainer.devices` other than 1)
+    are left as they are."""
+    import torch
+
+    launcher = HydraConfig.get().launcher.get("_target_", "") if _in_sweep() else ""
+    if "joblib" not in launcher or str(cfg.trainer.devices) != "1" or torch.cuda.device_count() < 2:
+        yield
+        return
+    while (taken := _free_gpu(torch.cuda.device_count())) is None:
+        time.sleep(1)
+    number, descriptor = taken
+    with read_write(cfg.trainer):
+        cfg.trainer.devices = [number]
+    try:
+        yield
+    finally:
+        os.close(descriptor)  # (releases the lock)
+
+
+def _free_gpu(count: int, folder: Path | None = None) -> tuple[int, int] | None:
+    """(GPU number, the descriptor whose lock holds it) for the first of `count` GPUs no process holds."""
+    folder = folder or Path(tempfile.gettempdir())
+    for number in range(count):
+        descriptor = os.open(folder / f"digits_zoo_gpu_{number}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return number, descriptor
+        except BlockingIOError:
+            os.close(descriptor)
+    return None
 
 
 def finished(folder: Path) -> dict | None:
