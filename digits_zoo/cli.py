@@ -21,6 +21,7 @@ from pathlib import Path
 from hydra.core.utils import env_override
 from omegaconf import OmegaConf
 
+from digits_zoo.training.jobs import job_run
 from digits_zoo.training.messages import user_message
 from digits_zoo.training.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
 
@@ -60,7 +61,7 @@ def hydra_command(name: str, argv: list[str]) -> int:
     (overrides, -m, --help, --cfg job, ...) on `configs/NAME.yaml`; 0 when it ends well."""
     import hydra
 
-    register_resolvers()  # configs/train.yaml's ${if_resume:...}
+    register_resolvers()  # configs/train.yaml's ${if_resume:...}, ${job_run:...}
     job = {"train": train_job, "eval": eval_job}[name]
     command = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=name)(job)
     saved, sys.argv[1:] = sys.argv[:], argv  # what Hydra reads
@@ -83,6 +84,7 @@ def register_resolvers() -> None:
     """The resolvers configs/train.yaml's `hydra` node uses; called by what composes and runs it
     (train.py, digits_zoo.fit) before composing. Registering again changes nothing."""
     OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
+    OmegaConf.register_new_resolver("job_run", job_run, replace=True)
 
 
 def freeze_imports() -> None:
