@@ -459,10 +459,21 @@ def slurm_env(rank: int, job_id: str = "4242", port: int = 29500, job_name: str 
         (slurm_env(1), "slurm-4242.0"),
         ({**slurm_env(0), "SLURM_STEP_ID": "3"}, "slurm-4242.3"),  # each srun of a batch script its own
         (slurm_env(0, job_name="interactive"), None),  # Lightning starts the processes (salloc, srun --pty)
-        ({**slurm_env(0), "SLURM_NTASKS": "1"}, None),  # sbatch of one task: a dated folder per run
+        ({**slurm_env(0), "SLURM_NTASKS": "1"}, None),  # srun of one task: a dated folder per run
+        ({k: v for k, v in slurm_env(0).items() if k != "SLURM_STEP_ID"}, None),  # a batch script's own command
         (launched_env(), None),
     ],
-    ids=["torchrun", "torchrun restarted", "torchrun of one", "srun", "srun step", "interactive", "sbatch", "none"],
+    ids=[
+        "torchrun",
+        "torchrun restarted",
+        "torchrun of one",
+        "srun",
+        "srun step",
+        "interactive",
+        "srun of one",
+        "sbatch",
+        "none",
+    ],
 )
 def test_the_processes_of_a_job_derive_one_run_folder_name(env, name, monkeypatch):
     monkeypatch.setattr(os, "environ", env)

@@ -36,7 +36,8 @@ def launcher() -> str | None:
         return "torchrun" if _processes("WORLD_SIZE") > 1 else None
     if env.get("SLURM_JOB_NAME") in ("bash", "interactive"):  # (Lightning's own launcher, in an allocation)
         return None
-    return "SLURM" if "SLURM_NTASKS" in env and _processes("SLURM_NTASKS") > 1 else None
+    # srun's tasks (a batch script's own commands have no step id: each of its runs gets a folder of its own)
+    return "SLURM" if "SLURM_STEP_ID" in env and _processes("SLURM_NTASKS") > 1 else None
 
 
 def shared_run_name() -> str | None:
@@ -55,8 +56,7 @@ def shared_run_name() -> str | None:
             )
         return f"torchrun-{_safe(run_id)}"
     if which == "SLURM":
-        step = env.get("SLURM_STEP_ID")
-        return f"slurm-{_safe(env.get('SLURM_JOB_ID', 'job'))}" + (f".{_safe(step)}" if step else "")
+        return f"slurm-{_safe(env.get('SLURM_JOB_ID', 'job'))}.{_safe(env['SLURM_STEP_ID'])}"
     return None
 
 
