@@ -163,7 +163,7 @@ class RunFolderGuard(Callback):
         (folder / LOCK_NAME).touch()
 
     @staticmethod
-    def _claim_named(config: DictConfig, folder: Path, launcher: str | None = None) -> None:
+    def _claim_named(config: DictConfig, folder: Path, launched_by: str | None = None) -> None:
         resume = config.get("resume")
 
         def taken(holder) -> str:
@@ -176,8 +176,8 @@ class RunFolderGuard(Callback):
         finished = (
             f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default "
             f"each run gets its own dated folder), or continue a stopped run with {go_on}"
-            if launcher is None
-            else f"{folder}, the run folder of this {launcher} job, already holds a run (of an attempt before a "
+            if launched_by is None
+            else f"{folder}, the run folder of this {launched_by} job, already holds a run (of an attempt before a "
             f"restart or requeue, which keep the folder); continue it with {go_on}, or choose a new folder "
             "with hydra.run.dir=DIR"
         )
