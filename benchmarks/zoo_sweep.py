@@ -31,7 +31,9 @@ COMPARED = ("test/acc", "best_val/acc", "best_epoch", "test/loss")
 
 def sweep_command(launcher: str | None) -> list[str]:
     # the slowest first, so that parallel jobs end close together
-    models = sorted(list_models(), key=lambda name: ("vgg" not in name, "cnn" not in name and "lenet" not in name, name))
+    models = sorted(
+        list_models(), key=lambda name: ("vgg" not in name, "cnn" not in name and "lenet" not in name, name)
+    )
     launch = [f"launcher={launcher}"] if launcher else []
     return ["python", "train.py", "-m", *launch, f"model={','.join(models)}", "seed=1"]
 

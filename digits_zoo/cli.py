@@ -21,8 +21,10 @@ from pathlib import Path
 from hydra.core.utils import env_override
 from omegaconf import OmegaConf
 
+from digits_zoo.training.jobs import job_run
 from digits_zoo.training.messages import user_message
 from digits_zoo.training.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
+from digits_zoo.training.sweeps import parallel_jobs, threads_per_job
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
 
@@ -84,12 +86,11 @@ def if_resume(then, otherwise, _root_):
 
 
 def register_resolvers() -> None:
-    """The resolvers the configs use (configs/train.yaml's `${if_resume:...}`); called when this module
-    is imported, which also happens in a launcher's worker process that runs a job. Registering again
-    changes nothing."""
-    from digits_zoo.training.sweeps import parallel_jobs, threads_per_job
-
+    """The resolvers the configs use (configs/train.yaml's `${if_resume:...}`, `${job_run:...}`, the
+    launchers' `${threads_per_job:...}`); called when this module is imported, which also happens in a
+    launcher's worker process that runs a job. Registering again changes nothing."""
     OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
+    OmegaConf.register_new_resolver("job_run", job_run, replace=True)
     OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
     OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 

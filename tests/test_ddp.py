@@ -1,12 +1,14 @@
 """Data-parallel training (trainer=ddp): the loader's share arithmetic, then one real
-`python train.py trainer=ddp` run in 2 CPU processes (gloo) on the tiny data set, and runs whose
-second process is stopped or killed."""
+`python train.py trainer=ddp` run in 2 CPU processes (gloo) on the tiny data set, runs whose
+second process is stopped or killed, and the processes of a torchrun job or SLURM step, started
+with those launchers' environments, in one run folder."""
 
 import csv
 import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,14 +18,18 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 
 from digits_zoo.data.mnist import MNISTDataModule, TensorLoader
+from digits_zoo.training import jobs, run_folders
 from digits_zoo.training.messages import user_message
 from digits_zoo.training.module import DigitClassifier
 from digits_zoo.training.run import train
+from digits_zoo.training.run_folders import LOCK_NAME, RunFolderGuard
 from tests.conftest import ROOT, compose_tiny_run
 from tests.test_configs import compose_train
 from tests.test_resume import finish, popen_train, start_train, wait_for
+from tests.test_run_folders import assert_one_run, train_config
 
 
 def loaders(n: int, world_size: int, batch_size: int = 4, **kwargs) -> list[TensorLoader]:
@@ -389,3 +395,237 @@ def test_the_timeout_is_checked():
     with pytest.raises(Exception) as caught:
         instantiate(cfg.trainer.strategy)
     assert user_message(caught.value) == "trainer.strategy.timeout_s must be a finite number above 0, got 0"
+
+
+# --- under torchrun or SLURM: one run folder ----------------------------------------------------
+
+LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched_env(**variables: str) -> dict[str, str]:
+    """This process's environment without any launcher's variables, and with `variables`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SLURM_", "TORCHELASTIC_", "ROLE_", "GROUP_")) and key not in LAUNCH_VARIABLES
+    }
+    return {**env, **variables}
+
+
+def torchrun_env(rank: int, run_id: str, port: int = 29500, restart: int = 0) -> dict[str, str]:
+    """What torchrun's agent gives worker `rank` of 2 on one machine (LocalElasticAgent._start_workers)."""
+    return launched_env(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        GROUP_RANK="0",
+        ROLE_RANK=str(rank),
+        ROLE_NAME="default",
+        LOCAL_WORLD_SIZE="2",
+        WORLD_SIZE="2",
+        GROUP_WORLD_SIZE="1",
+        ROLE_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        TORCHELASTIC_RESTART_COUNT=str(restart),
+        TORCHELASTIC_MAX_RESTARTS="0",
+        TORCHELASTIC_RUN_ID=run_id,
+        TORCHELASTIC_USE_AGENT_STORE="False",
+    )
+
+
+def slurm_env(rank: int, job_id: str = "4242", port: int = 29500, job_name: str = "train") -> dict[str, str]:
+    """What srun gives task `rank` of a step of 2 tasks on one node (Lightning's SLURMEnvironment reads them)."""
+    return launched_env(
+        SLURM_JOB_ID=job_id,
+        SLURM_JOB_NAME=job_name,
+        SLURM_STEP_ID="0",
+        SLURM_NTASKS="2",
+        SLURM_NTASKS_PER_NODE="2",
+        SLURM_NNODES="1",
+        SLURM_NODEID="0",
+        SLURM_PROCID=str(rank),
+        SLURM_LOCALID=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+
+
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        (torchrun_env(0, "3f2a9c1e-uuid"), "torchrun-3f2a9c1e-uuid"),
+        (torchrun_env(1, "my/job", restart=2), "torchrun-my_job"),  # a restart keeps the folder
+        (launched_env(TORCHELASTIC_RUN_ID="abc", WORLD_SIZE="1", RANK="0"), None),  # one process: a dated folder
+        (slurm_env(1), "slurm-4242.0"),
+        ({**slurm_env(0), "SLURM_STEP_ID": "3"}, "slurm-4242.3"),  # each srun of a batch script its own
+        (slurm_env(0, job_name="interactive"), None),  # Lightning starts the processes (salloc, srun --pty)
+        ({**slurm_env(0), "SLURM_NTASKS": "1"}, None),  # srun of one task: a dated folder per run
+        ({k: v for k, v in slurm_env(0).items() if k != "SLURM_STEP_ID"}, None),  # a batch script's own command
+        (launched_env(), None),
+    ],
+    ids=[
+        "torchrun",
+        "torchrun restarted",
+        "torchrun of one",
+        "srun",
+        "srun step",
+        "interactive",
+        "srun of one",
+        "sbatch",
+        "none",
+    ],
+)
+def test_the_processes_of_a_job_derive_one_run_folder_name(env, name, monkeypatch):
+    monkeypatch.setattr(os, "environ", env)
+    assert jobs.shared_run_name() == name
+    assert jobs.job_run("2026-01-01_00-00-00") == (name or "2026-01-01_00-00-00")
+
+
+def train_config_under(env: dict[str, str], monkeypatch, *overrides: str):
+    monkeypatch.setattr(os, "environ", env)
+    return train_config(*overrides)
+
+
+def test_a_torchrun_job_without_a_run_id_is_refused_unless_its_folder_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for rank in (0, 1):
+        monkeypatch.setattr(rank_zero_only, "rank", rank)
+        with pytest.raises(SystemExit) as exit_info:
+            RunFolderGuard().on_run_start(config=train_config_under(torchrun_env(rank, "none"), monkeypatch))
+        assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [  # from the first process alone
+        "error: torchrun's processes share no run id (its static rendezvous without --rdzv-id), so they cannot "
+        "agree on a run folder; give torchrun --rdzv-id=ID (e.g. the scheduler's job id), or name the folder "
+        "with hydra.run.dir=DIR"
+    ]
+    assert not (tmp_path / "outputs").exists()
+    cfg = train_config_under(torchrun_env(0, "none"), monkeypatch, f"hydra.run.dir={tmp_path / 'named'}")
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    guard = RunFolderGuard()
+    guard.on_run_start(config=cfg)
+    guard.on_run_end(config=cfg)
+    assert cfg.hydra.run.dir == str(tmp_path / "named")
+
+
+def test_a_process_started_before_the_first_marks_the_job_folder_for_it(tmp_path, monkeypatch):
+    """torchrun and srun start all processes at once: what the second one writes first (Hydra's .hydra/)
+    is not taken for a user's files by the first, which claims the shared folder, not a `_2`."""
+    monkeypatch.chdir(tmp_path)
+    cfg = train_config_under(slurm_env(1), monkeypatch)
+    folder = tmp_path / "outputs" / "flatten_mlp" / "slurm-4242.0"
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    RunFolderGuard().on_run_start(config=cfg)
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    cfg = train_config_under(slurm_env(0), monkeypatch)
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    guard = RunFolderGuard()
+    guard.on_run_start(config=cfg)
+    try:
+        assert cfg.hydra.run.dir == "outputs/flatten_mlp/slurm-4242.0"
+        assert folder.resolve() in run_folders._held
+    finally:
+        guard.on_run_end(config=cfg)
+
+
+def test_a_restarted_job_whose_folder_holds_a_run_is_refused_with_how_to_resume_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "outputs" / "flatten_mlp" / "torchrun-job7"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / LOCK_NAME).touch()
+    (folder / "checkpoints" / "last.ckpt").write_text("")
+    for rank in (1, 0):
+        monkeypatch.setattr(rank_zero_only, "rank", rank)
+        with pytest.raises(SystemExit) as exit_info:
+            RunFolderGuard().on_run_start(config=train_config_under(torchrun_env(rank, "job7", restart=1), monkeypatch))
+        assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: outputs/flatten_mlp/torchrun-job7, the run folder of this torchrun job, already holds a run (of an "
+        "attempt before a restart or requeue, which keep the folder); continue it with "
+        "resume=outputs/flatten_mlp/torchrun-job7, or choose a new folder with hydra.run.dir=DIR"
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME, "checkpoints"]  # nothing written
+    assert not (folder.parent / "torchrun-job7_2").exists()
+
+
+def tiny_ddp(tiny_data: Path) -> list[str]:
+    """`train.py`'s arguments for one short epoch in 2 CPU processes on the tiny data."""
+    return [
+        *("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "model=flatten_mlp", "trainer.max_epochs=1"),
+        *(f"data.data_dir={tiny_data}", "data.download=false", "data.val_size=200", "data.train_size=320"),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_process(tiny_data: Path, cwd: Path, name: str, env: dict[str, str]) -> subprocess.Popen:
+    """One process of `python train.py trainer=ddp` on 2 CPUs, as a launcher starts it with `env`."""
+    with open(cwd / f"{name}.stdout", "w") as out, open(cwd / f"{name}.stderr", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *tiny_ddp(tiny_data)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+
+
+def start_a_second_apart(tiny_data: Path, cwd: Path, envs: dict[str, dict[str, str]]) -> list[str]:
+    """Starts the processes of `envs` (name: environment) in turn, each once the one before has made its
+    run folder and a second has passed (so that their start times differ); their stderr."""
+    processes = []
+    try:
+        for name, env in envs.items():
+            if processes:
+                wait_for(cwd / "outputs" / "flatten_mlp", lambda: processes[-1].poll() is None)
+                time.sleep(1.1)
+            processes.append(start_process(tiny_data, cwd, name, env))
+        errors = [finish(process, cwd, name) for process, name in zip(processes, envs)]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert [process.returncode for process in processes] == [0] * len(envs), errors
+    return errors
+
+
+def the_one_run_folder(cwd: Path) -> Path:
+    (folder,) = (cwd / "outputs" / "flatten_mlp").iterdir()
+    assert_one_run(folder)
+    return folder
+
+
+@pytest.mark.slow  # real DDP runs of two processes
+def test_the_processes_of_a_torchrun_job_work_in_one_run_folder(tiny_data, tmp_path):
+    port = free_port()
+    # the second process first: it makes the folder, writes Hydra's files in it, then waits for the first
+    start_a_second_apart(
+        tiny_data, tmp_path, {"rank1": torchrun_env(1, "job-17", port), "rank0": torchrun_env(0, "job-17", port)}
+    )
+    assert the_one_run_folder(tmp_path).name == "torchrun-job-17"
+
+
+@pytest.mark.slow  # real DDP runs of two processes
+def test_the_processes_of_a_slurm_step_work_in_one_run_folder(tiny_data, tmp_path):
+    port = free_port()
+    start_a_second_apart(tiny_data, tmp_path, {"rank0": slurm_env(0, port=port), "rank1": slurm_env(1, port=port)})
+    assert the_one_run_folder(tmp_path).name == "slurm-4242.0"
+
+
+@pytest.mark.slow  # a real torchrun of two processes
+def test_torchrun_standalone_makes_one_run_folder(tiny_data, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    result = subprocess.run(
+        [*torchrun, str(ROOT / "train.py"), *tiny_ddp(tiny_data)],
+        cwd=tmp_path,
+        env=launched_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert the_one_run_folder(tmp_path).name.startswith("torchrun-")

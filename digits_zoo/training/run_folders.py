@@ -5,7 +5,9 @@ The claim is an exclusive OS lock (`flock`) on `<run folder>/.run.lock`, taken b
 system releases it however the process ends (even SIGKILL). Of two processes aiming at one folder
 exactly one gets it; the other stops at once with one `error:` line. A resume claims its folder the
 same way, so two resumes of one run cannot interleave. A default folder name (`outputs/<model>/
-<date>_<time>`) that another run of the same second holds gets a suffix instead: `..._2`, `..._3`.
+<date>_<time>`) that another run of the same second holds gets a suffix instead: `..._2`, `..._3`. The
+processes of a torchrun job or a SLURM step share one folder (`digits_zoo.training.jobs`), which the
+first one claims.
 
 The lock file also marks a folder as a run's: a folder that is not empty and has none holds someone
 else's files (or is `/`), and a run is refused there before it writes anything. A folder that a
@@ -26,6 +28,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
+from digits_zoo.errors import ConfigError
+from digits_zoo.training.jobs import launcher, shared_run_name
 from digits_zoo.training.messages import user_message
 from digits_zoo.training.stops import hydra_override
 
@@ -130,22 +134,36 @@ class RunFolderGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from lightning.pytorch.utilities import rank_zero_only
 
-        if rank_zero_only.rank != 0:  # DDP: the other processes work in the folder process zero claimed
-            return
-        folder = Path(config.hydra.run.dir)
+        first = rank_zero_only.rank == 0  # DDP: the other processes work in the folder process zero claims
         named = config.get("resume") or any(
             o.lstrip("+").startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra
         )
         try:
-            if named:
-                self._claim_named(config, folder)
+            job = None if named else shared_run_name()  # torchrun's or SLURM's processes: one folder they share
+            folder = Path(config.hydra.run.dir)
+            if not first:
+                self._claim_none(config, folder)
+            elif named or job:
+                self._claim_named(config, folder, job and launcher())
             else:
                 self._claim_default(config, folder)
-        except OSError as error:  # e.g. a path through a file, or no permission
-            refuse(user_message(error))
+        except (ConfigError, OSError) as error:  # OSError: e.g. a path through a file, or no permission
+            if first:
+                refuse(user_message(error))
+            sys.exit(1)  # (the first process says why)
 
     @staticmethod
-    def _claim_named(config: DictConfig, folder: Path) -> None:
+    def _claim_none(config: DictConfig, folder: Path) -> None:
+        """Another process of a DDP run claims nothing: the first one claims the folder, and says why where
+        it refuses it. Started before it (by torchrun or srun), this one marks the folder as a run's, so that
+        what Hydra writes in it now is not taken for someone else's files."""
+        if not config.get("resume") and (holds_run(folder) or foreign(folder)):
+            sys.exit(1)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / LOCK_NAME).touch()
+
+    @staticmethod
+    def _claim_named(config: DictConfig, folder: Path, launched_by: str | None = None) -> None:
         resume = config.get("resume")
 
         def taken(holder) -> str:
@@ -154,9 +172,14 @@ class RunFolderGuard(Callback):
                 "folder with hydra.run.dir=DIR"
             )
 
+        go_on = shlex.quote(hydra_override("resume", str(folder)))
         finished = (
             f"{folder} already holds a run; choose a new folder with hydra.run.dir=DIR (by default "
-            f"each run gets its own dated folder), or continue a stopped run with {shlex.quote(hydra_override('resume', str(folder)))}"
+            f"each run gets its own dated folder), or continue a stopped run with {go_on}"
+            if launched_by is None
+            else f"{folder}, the run folder of this {launched_by} job, already holds a run (of an attempt before a "
+            f"restart or requeue, which keep the folder); continue it with {go_on}, or choose a new folder "
+            "with hydra.run.dir=DIR"
         )
         # looked at before the claim, which writes its lock file
         if holder := in_use_by(folder):
