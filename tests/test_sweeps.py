@@ -36,6 +36,7 @@ def test_two_sweeps_of_one_second_get_two_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         config = compose("train", return_hydra_config=True)
+    before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(config)  # (its sweep folder's ${now:...} is resolved once, here)
     first, second = copy.deepcopy(config), copy.deepcopy(config)
     guard = sweeps.SweepFolderGuard()
@@ -50,6 +51,7 @@ def test_two_sweeps_of_one_second_get_two_folders(tmp_path, monkeypatch):
     finally:
         guard.on_multirun_end(first)
         guard.on_multirun_end(second)
+        HydraConfig.instance().cfg = before
 
 
 @pytest.mark.slow
