@@ -52,6 +52,7 @@ FIELDS = {
     "run": str,  # its folder, as found
     "run_name": str,  # the same, relative to the folder the leaderboard gathered it from
     "debug": str,  # the debug=... option it was made with (a smoke test), or empty
+    "pruned_epoch": int,  # a search's trial that its pruner stopped: after which epoch
 }
 # the table of every run: what a run's summary shows, and which run folder it is
 RUN_COLUMNS = {**COLUMNS, "run": lambda r: r.get("run_name") or r.get("run") or ""}
@@ -80,9 +81,9 @@ def _debug(run: Path) -> str:
 
 
 # overrides that leave the training as it is: the seed (what a group varies), the model (its own column),
-# the data's folder, robustness=true (one more measurement after the test), and where and on how many
-# threads it ran (a launcher)
-NOT_RECIPE = ("seed=", "model=", "data.data_dir=", "robustness=", "launcher=", "threads=")
+# the data's folder, robustness=true (one more measurement after the test), where and on how many threads
+# it ran (a launcher), and a search's trial number
+NOT_RECIPE = ("seed=", "model=", "data.data_dir=", "robustness=", "launcher=", "threads=", "search.")
 
 
 def _overrides(run: Path) -> list[str]:
@@ -112,6 +113,7 @@ SCHEMAS = {
         "best_epoch": (int, True),
         "seed": (int, True),
         "dataset": (str, True),
+        "pruned_epoch": (int, True),
     },
     "evaluation": {
         "model": (str, False),
@@ -449,10 +451,11 @@ def chosen_test(trial: dict) -> dict:
 
 
 def chosen_trial(sweep_dir: Path, rows: list[dict]) -> str:
-    """After a search: test its best trial by validation (the first of equals, as Optuna's best trial),
-    the one time the search reads the test set. Writes `chosen_trial.json`, adds the result to
-    `leaderboard.md` and returns it."""
+    """After a search: test its best trial by validation (the first of equals, as Optuna's best trial;
+    of the trials that ran to their end, not those pruned after a few epochs), the one time the search
+    reads the test set. Writes `chosen_trial.json`, adds the result to `leaderboard.md` and returns it."""
     trials = [r for r in rows if kind(r) == "run" and r.get("test/acc") is None and r.get("best_val/acc") is not None]
+    trials = [r for r in trials if not r.get("pruned_epoch")]  # (stopped after a few epochs: not comparable)
     if not trials:
         return ""
     chosen = max(trials, key=lambda r: r["best_val/acc"])  # rows are in the order the trials ran

@@ -213,6 +213,35 @@ def test_search_trials_are_ranked_by_validation_and_say_the_test_was_not_run(tmp
     assert leaderboard.report(back) == leaderboard.report(rows)
 
 
+def test_a_trials_number_is_not_its_recipe_and_a_pruned_trial_says_so(tmp_path):
+    for n, (lr, pruned) in enumerate([("0.001", None), ("0.002", 2), ("0.001", None)]):
+        write_run(
+            tmp_path / f"{n}_mlp",
+            "mlp",
+            None,
+            42,
+            "hparams_search=mlp_optuna",
+            f"optimizer.lr={lr}",
+            f"+search.trial={n}",  # (what the sweeper adds)
+            **{"best_val/acc": 0.9 + n / 100, "test/loss": None, "pruned_epoch": pruned, "epochs": pruned or 5},
+        )
+    rows = leaderboard.collect([tmp_path])
+    assert [r["group"] for r in rows] == ["mlp optimizer.lr=0.001", "mlp optimizer.lr=0.002", "mlp optimizer.lr=0.001"]
+    assert "| mlp optimizer.lr=0.002 | 100 | 2, pruned | 91.00% | not run |" in leaderboard.report(rows)
+    back = leaderboard.read(_written(rows, tmp_path))
+    assert leaderboard.report(back) == leaderboard.report(rows)
+
+
+def test_the_chosen_trial_is_the_best_of_those_that_ran_to_their_end(tmp_path, monkeypatch):
+    write_run(tmp_path / "0_mlp", "mlp", None, 42, "optimizer.lr=0.001", **{"best_val/acc": 0.90, "test/loss": None})
+    write_run(  # higher after its few epochs, which its pruner cut short: not comparable
+        tmp_path / "1_mlp", "mlp", None, 42, "optimizer.lr=0.1", **{"best_val/acc": 0.95, "pruned_epoch": 1}
+    )
+    monkeypatch.setattr(leaderboard, "chosen_test", lambda trial: {"test/acc": 0.9, "test/loss": 0.3})
+    leaderboard.chosen_trial(tmp_path, leaderboard.collect([tmp_path]))
+    assert json.loads((tmp_path / "chosen_trial.json").read_text())["run"] == str(tmp_path / "0_mlp")
+
+
 def test_search_trials_and_tested_runs_are_separate_tables(tmp_path):
     write_run(tmp_path / "trial", "mlp", None, 1, "optimizer.lr=0.002", **{"best_val/acc": 0.99})
     write_run(tmp_path / "tested", "mlp", 0.97, 1, **{"best_val/acc": 0.96})

@@ -28,7 +28,7 @@ OPTIONAL = {"MNIST-C mean accuracy"}  # shown where a row has it
 COLUMNS = {  # header: how to show a results.json entry
     "model": lambda r: r.get("group") or r["model"],
     "parameters": _show("params", "{:,}"),
-    "epochs": _show("epochs"),
+    "epochs": lambda r: _show("epochs")(r) + (", pruned" if r.get("pruned_epoch") else ""),  # (a search's trial)
     "best val accuracy": _show("best_val/acc", "{:.2%}"),
     "test accuracy": _show("test/acc", "{:.2%}", "not run"),
     "test loss": _show("test/loss", "{:.4f}"),

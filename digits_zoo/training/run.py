@@ -26,6 +26,7 @@ from digits_zoo.training.checks import check_config
 from digits_zoo.training.figures import RunFigures
 from digits_zoo.training.lr_find import find_learning_rate
 from digits_zoo.training.module import DigitClassifier, harmless_warnings_hidden
+from digits_zoo.training.pruning import TrialPruning
 from digits_zoo.training.results import loggers, markdown, report
 from digits_zoo.training.resume import Resume, keep_logged_epochs, load_resume, record_extension
 from digits_zoo.training.stops import reporting_stops
@@ -208,9 +209,11 @@ def _trainer(cfg: DictConfig, datamodule, resume: Resume | None) -> tuple[L.Trai
         keep_logged_epochs(run_loggers, resume.epoch)
     timer = Timer()
     callbacks = _callbacks(cfg, validation)
+    # a search's trial (+search.trial=N): each epoch's val/acc to its study, whose pruner may stop it
+    trial = [TrialPruning(cfg.search.trial)] if cfg.get("search") and not resume else []
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, EpochSeed(cfg.seed), timer, RunFigures(), EpochLines()],
+        callbacks=[*callbacks, EpochSeed(cfg.seed), timer, RunFigures(), EpochLines(), *trial],
         # the bar is the callbacks group's: none there (in a log, callbacks.progress_bar=null) is none, not Lightning's own
         enable_progress_bar=any(isinstance(callback, ProgressBar) for callback in callbacks),
         logger=run_loggers or False,
@@ -279,6 +282,7 @@ def _results(
     best_epoch = (
         torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1 if ranked else trainer.current_epoch
     )
+    trial = next((callback for callback in trainer.callbacks if isinstance(callback, TrialPruning)), None)
     return {
         "model": cfg.model.name,
         "dataset": datamodule.dataset_cls.__name__,
@@ -291,4 +295,5 @@ def _results(
         "best_checkpoint": best or None,
         "best_val/acc": float(ranking.best_model_score) if ranked else None,
         "seed": cfg.seed,
+        **({"pruned_epoch": trial.pruned_epoch} if trial else {}),  # a search's trial: null, or where it stopped
     }
