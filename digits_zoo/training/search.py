@@ -113,6 +113,8 @@ def consecutive(trials: list) -> list[list]:
 class OptunaSweeper(Sweeper):
     """configs/hydra/sweeper/optuna.yaml's sweeper (`hparams_search=...`)."""
 
+    shares_its_folder = True  # workers of one study may share a sweep folder: its job folders are trial numbers
+
     def __init__(
         self,
         direction: str,

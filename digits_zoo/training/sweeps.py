@@ -5,7 +5,8 @@ A sweep's default folder (`multirun/<date>_<time>`) is claimed with an exclusive
 started in the same second get two folders (`..._2`); the claimed name is added to the sweep's Hydra
 overrides, from which every launcher (in this process, joblib's workers, submitit's jobs) composes
 each job's config. The sweep's process holds the folder's lock (`run_folders.claim`) while it runs,
-and each job the lock of its own folder, as a run does.
+and each job the lock of its own folder, as a run does. The workers of one Optuna study may share a sweep
+folder (`shares_its_folder`): their jobs' folders are named by trial numbers, which the study hands out.
 
 A sweep started again in its folder (`hydra.sweep.dir=multirun/...`) with the same overrides skips
 the jobs that finished (their results.json) and continues those that stopped from their last
@@ -28,6 +29,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from digits_zoo.errors import ConfigError
@@ -100,7 +102,8 @@ class SweepFolderGuard(Callback):
                     _check_same_sweep(config, folder)
             else:
                 folder = _free_folder(folder)
-            claim(folder)
+            if not getattr(get_class(config.hydra.sweeper._target_), "shares_its_folder", False):
+                claim(folder)
         except FolderTaken as holder:
             refuse(f"{folder} is in use by the sweep of {holder}; wait for it to end, or choose another folder")
         except (OSError, ConfigError) as error:
