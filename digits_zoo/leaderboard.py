@@ -35,6 +35,7 @@ from hydra.experimental.callback import Callback
 from digits_zoo import arguments
 from digits_zoo.errors import ConfigError, one_line
 from digits_zoo.training.results import COLUMNS, evaluation_markdown, markdown, markdown_table
+from digits_zoo.writes import write_csv_atomically, write_text_atomically
 
 FIELDS = {
     "model": str,
@@ -402,12 +403,14 @@ def table(folders: list[str | Path]) -> str:
     return report(gather(folders))
 
 
-def write(rows: list[dict], out_dir: Path) -> None:
-    (out_dir / "leaderboard.md").write_text(report(rows))
-    with open(out_dir / "leaderboard.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, list(FIELDS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(row for row in rows if kind(row) == "run")
+def write(rows: list[dict], out_dir: Path, chosen: str = "") -> None:
+    """leaderboard.md (with `chosen`, a search's chosen trial, after it) and leaderboard.csv, each written
+    whole at once: the workers of one study that end together each write them in their sweep folder."""
+    write_text_atomically(out_dir / "leaderboard.md", report(rows) + chosen)
+    write_csv_atomically(
+        out_dir / "leaderboard.csv",
+        [list(FIELDS), *([row.get(key, "") for key in FIELDS] for row in rows if kind(row) == "run")],
+    )
 
 
 def read(path: Path) -> list[dict]:
@@ -467,14 +470,13 @@ def chosen_trial(sweep_dir: Path, rows: list[dict]) -> str:
         "test/acc": metrics["test/acc"],
         "test/loss": metrics["test/loss"],
     }
-    (sweep_dir / "chosen_trial.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomically(sweep_dir / "chosen_trial.json", json.dumps(record, indent=2) + "\n")
     text = (
         f"\nThe chosen trial, best by validation ({_percent(chosen['best_val/acc'])}): {chosen['group']}, "
         f"{chosen['run']}\nTest accuracy of the chosen trial, read once after the search: "
         f"{_percent(metrics['test/acc'])} (test loss {metrics['test/loss']:.4f})\n"
     )
-    with open(sweep_dir / "leaderboard.md", "a") as file:
-        file.write(text)
+    write(rows, sweep_dir, text)
     return text
 
 
