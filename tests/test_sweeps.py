@@ -115,3 +115,13 @@ def test_parallel_jobs_take_a_gpu_each(tmp_path):
     assert third[0] == 0
     for descriptor in (second[1], third[1]):
         sweeps.os.close(descriptor)
+
+
+def test_a_launcher_without_a_sweep_is_refused_in_one_line(run_cli, tmp_path):
+    code, err = run_cli("launcher=parallel")
+    assert code == 1
+    assert err.strip() == (
+        "error: launcher=parallel runs the jobs of a sweep: add -m (python train.py -m launcher=parallel ...), "
+        "or leave it out for one run"
+    )
+    assert not (tmp_path / "run").exists()

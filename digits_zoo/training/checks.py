@@ -165,6 +165,11 @@ class TrainCheck(_Check):
     def check(self, config: DictConfig) -> None:
         if config.get("resume"):
             return
+        if launcher := config.hydra.runtime.choices.get("launcher"):  # (a run's threads would be a sweep job's)
+            raise ConfigError(
+                f"launcher={launcher} runs the jobs of a sweep: add -m (python train.py -m launcher={launcher} ...), "
+                "or leave it out for one run"
+            )
         check_settings(config)  # the quick ones first: a typo is refused before torch is imported
         check_config(config, instantiate(config.data))
         from digits_zoo.models.registry import check_arguments  # (torch)
