@@ -202,16 +202,21 @@ def zoo_sweep_table(json_path: str) -> str:
 
     results = json.loads((ROOT / json_path).read_text())
     sweeps = results["sweeps"]
-    rows = [[name, f"`{s['command']}`", f"{s['wall_seconds'] / 60:.1f} min"] for name, s in sweeps.items()]
-    equal = [key for key, same in results["equal"].items() if same]
-    differ = [key for key, same in results["equal"].items() if not same]
+    times = [[name, f"`{s['command']}`", f"{s['wall_seconds'] / 60:.1f} min"] for name, s in sweeps.items()]
+    names = list(sweeps)
+    models = [
+        [f"`{model}`", *(f"{100 * float(acc):.2f}%" for acc in figures["test/acc"]), _same(figures)]
+        for model, figures in results["models"].items()
+    ]
     return (
-        table(["sweep", "command", "wall time"], rows)
-        + f"\nOn {results['cores']} cores, {len(results['models'])} models. Equal in both leaderboards: "
-        + (", ".join(f"`{key}`" for key in equal) or "none")
-        + (f"; not equal: {', '.join(f'`{key}`' for key in differ)}" if differ else "")
-        + ".\n"
+        table(["sweep", "command", "wall time"], times)
+        + f"\nOn {results['cores']} cores. Each model's test accuracy in the two leaderboards:\n\n"
+        + table(["model", *(f"{name}" for name in names), "every figure equal"], models)
     )
+
+
+def _same(figures: dict) -> str:
+    return "yes" if all(len(set(values)) == 1 for values in figures.values()) else "no"
 
 
 TABLES = {

@@ -24,7 +24,7 @@ def sweep(*overrides, cwd):
 def tiny_sweep(tiny_data, folder, *overrides, cwd):
     """Two models on the tiny data, one epoch each, in the sweep folder `folder`."""
     common = [*tiny_overrides(tiny_data), "trainer.max_epochs=1", f"hydra.sweep.dir={folder}"]
-    return sweep("model=single_dense,softmax_mlp", *common, *overrides, cwd=cwd)
+    return sweep("model=single_dense,keras_cnn", *common, *overrides, cwd=cwd)
 
 
 def test_threads_per_job_shares_the_cores(monkeypatch):
@@ -59,18 +59,18 @@ def test_a_sweep_started_again_skips_finished_jobs_and_continues_stopped_ones(ti
     folder = tmp_path / "sweep"
     assert tiny_sweep(tiny_data, folder, cwd=tmp_path).returncode == 0
     finished = (folder / "0_single_dense" / "results.json").read_bytes()
-    (folder / "1_softmax_mlp" / "results.json").unlink()  # as if stopped after its last epoch's checkpoint
+    (folder / "1_keras_cnn" / "results.json").unlink()  # as if stopped after its last epoch's checkpoint
 
     again = tiny_sweep(tiny_data, folder, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "0_single_dense: finished before (its results.json), skipped" in again.stderr
-    assert "Resuming" in again.stdout and (folder / "1_softmax_mlp" / "results.json").is_file()
+    assert "Resuming" in again.stdout and (folder / "1_keras_cnn" / "results.json").is_file()
     assert (folder / "0_single_dense" / "results.json").read_bytes() == finished
 
     other = sweep("model=lenet5", *tiny_overrides(tiny_data), f"hydra.sweep.dir={folder}", cwd=tmp_path)
     assert other.returncode == 1
     (line,) = other.stderr.strip().splitlines()
-    assert line.startswith(f"error: {folder} holds a sweep of other overrides (model=single_dense,softmax_mlp")
+    assert line.startswith(f"error: {folder} holds a sweep of other overrides (model=single_dense,keras_cnn")
 
 
 def _rows(folder):
@@ -101,8 +101,8 @@ def test_parallel_and_submitit_sweeps_give_the_leaderboard_of_a_sequential_one(t
     )
     assert gathered.returncode == 0, gathered.stderr
     # one group per model, over the 4 runs of both launchers (the launcher is not part of the recipe)
-    groups = [line for line in gathered.stdout.splitlines() if line.startswith(("| single_dense |", "| softmax_mlp |"))]
-    assert groups[:2] and all(line.startswith(("| single_dense | 4 |", "| softmax_mlp | 4 |")) for line in groups[:2])
+    groups = [line for line in gathered.stdout.splitlines() if line.startswith(("| single_dense |", "| keras_cnn |"))]
+    assert groups[:2] and all(line.startswith(("| single_dense | 4 |", "| keras_cnn | 4 |")) for line in groups[:2])
     assert "machine_a/parallel/0_single_dense" in gathered.stdout
 
 
