@@ -67,7 +67,8 @@ def hydra_command(name: str, argv: list[str]) -> int:
     (overrides, -m, --help, --cfg job, ...) on `configs/NAME.yaml`; 0 when it ends well."""
     import hydra
 
-    job = {"train": train_job, "eval": eval_job}[name]
+    register_resolvers()  # configs/train.yaml's ${if_resume:...}, ${job_run:...}, the launchers' ones
+    job = Job({"train": train_job, "eval": eval_job}[name])
     command = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=name)(job)
     saved, sys.argv[1:] = sys.argv[:], argv  # what Hydra reads
     try:
@@ -87,15 +88,28 @@ def if_resume(then, otherwise, _root_):
 
 def register_resolvers() -> None:
     """The resolvers the configs use (configs/train.yaml's `${if_resume:...}`, `${job_run:...}`, the
-    launchers' `${threads_per_job:...}`); called when this module is imported, which also happens in a
-    launcher's worker process that runs a job. Registering again changes nothing."""
+    launchers' `${threads_per_job:...}`); called by what composes and runs them (train.py, digits_zoo.fit,
+    a launcher's process that receives a `Job`). Registering again changes nothing."""
     OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
     OmegaConf.register_new_resolver("job_run", job_run, replace=True)
     OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
     OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 
 
-register_resolvers()
+class Job:
+    """A Hydra command's job (`train_job`, `eval_job`) as a launcher sends it to the processes that run
+    jobs (joblib's workers, submitit's): arriving there (unpickled), it registers the configs' resolvers,
+    which Hydra needs to compose the job's config before the job itself runs."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def __call__(self, cfg):
+        return self.run(cfg)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        register_resolvers()
 
 
 def freeze_imports() -> None:
