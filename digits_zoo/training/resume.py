@@ -157,6 +157,7 @@ TRUSTED_TARGETS = frozenset(
         "digits_zoo.data.MNISTDataModule",
         "digits_zoo.leaderboard.LeaderboardCallback",
         "digits_zoo.training.run_folders.RunFolderGuard",
+        "digits_zoo.training.sweeps.SweepFolderGuard",
         "digits_zoo.training.checks.TrainCheck",
         "digits_zoo.training.checks.EvalCheck",
         "digits_zoo.training.workers.WatchedDDP",
