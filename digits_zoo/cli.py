@@ -21,10 +21,10 @@ from pathlib import Path
 from hydra.core.utils import env_override
 from omegaconf import OmegaConf
 
+from digits_zoo.training import sweeps
 from digits_zoo.training.jobs import job_run
 from digits_zoo.training.messages import user_message
 from digits_zoo.training.stops import RunStopped, Terminated, sigterm_raises, stopped_outside
-from digits_zoo.training.sweeps import parallel_jobs, threads_per_job
 
 DEBUG_VARIABLE = "DIGITS_ZOO_DEBUG"
 
@@ -41,7 +41,6 @@ def train_job(cfg) -> float | None:
     """`digits-zoo train`'s job. Returns the best epoch's val/acc (None without a validation split):
     what a Hydra sweeper such as hparams_search=mlp_optuna maximises."""
     with one_line_errors():
-        from digits_zoo.training import sweeps
         from digits_zoo.training.run import train
 
         freeze_imports()
@@ -92,8 +91,8 @@ def register_resolvers() -> None:
     a launcher's process that receives a `Job`). Registering again changes nothing."""
     OmegaConf.register_new_resolver("if_resume", if_resume, replace=True)
     OmegaConf.register_new_resolver("job_run", job_run, replace=True)
-    OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
-    OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+    OmegaConf.register_new_resolver("parallel_jobs", sweeps.parallel_jobs, replace=True)
+    OmegaConf.register_new_resolver("threads_per_job", sweeps.threads_per_job, replace=True)
 
 
 class Job:
