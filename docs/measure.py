@@ -41,6 +41,8 @@ COMMANDS = {
     "+data.augment.noise=0.15 trainer.max_epochs=30 seed=1 robustness=true",
     # docs/robustness.md: the recipe with salt-and-pepper noise in training
     "robust_vgg_noise": "python train.py experiment=robust_vgg +data.augment.noise=0.1 seed=1 robustness=true",
+    "robust_vgg_noise_thickness": "python train.py experiment=robust_vgg +data.augment.noise=0.1 "
+    "+data.augment.thickness=1 seed=1 robustness=true",
 }
 QUICK = (
     "flatten_mlp",
