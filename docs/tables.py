@@ -200,23 +200,23 @@ def reading_table(json_path: str) -> str:
 def zoo_sweep_table(json_path: str) -> str:
     import json
 
-    results = json.loads((ROOT / json_path).read_text())
-    sweeps = results["sweeps"]
+    sweeps = json.loads((ROOT / json_path).read_text())["sweeps"]
     times = [[name, f"`{s['command']}`", f"{s['wall_seconds'] / 60:.1f} min"] for name, s in sweeps.items()]
-    names = list(sweeps)
-    models = [
-        [f"`{model}`", *(f"{100 * float(acc):.2f}%" for acc in figures["test/acc"]), _same(figures)]
-        for model, figures in results["models"].items()
-    ]
+    same = "parallel = sequential_1_thread" if {"parallel", "sequential_1_thread"} <= set(sweeps) else None
+    rows = []
+    for model in next(iter(sweeps.values()))["models"]:
+        row = [f"`{model}`", *(f"{100 * float(s['models'][model]['test/acc']):.2f}%" for s in sweeps.values())]
+        if same:
+            equal = sweeps["parallel"]["models"][model] == sweeps["sequential_1_thread"]["models"][model]
+            row.append("yes" if equal else "no")
+        rows.append(row)
     return (
         table(["sweep", "command", "wall time"], times)
-        + f"\nOn {results['cores']} cores. Each model's test accuracy in the two leaderboards:\n\n"
-        + table(["model", *(f"{name}" for name in names), "every figure equal"], models)
+        + "\nEach model's test accuracy in each sweep's leaderboard"
+        + (f" (`{same}`: every figure of the leaderboard equal)" if same else "")
+        + ":\n\n"
+        + table(["model", *sweeps, *([f"`{same}`"] if same else [])], rows)
     )
-
-
-def _same(figures: dict) -> str:
-    return "yes" if all(len(set(values)) == 1 for values in figures.values()) else "no"
 
 
 TABLES = {
