@@ -138,6 +138,7 @@ def test_probabilities_of_a_picture_rather_than_pixels_says_to_classify_it(seven
         load_trained(SHIPPED).probabilities(Image.open(seven))
 
 
+@pytest.mark.slow  # (a fresh interpreter)
 def test_classify_is_there_also_after_the_predict_module_was_imported(seven):
     script = (
         "import sys, digits_zoo; assert 'lightning' not in sys.modules; import digits_zoo.predict; "

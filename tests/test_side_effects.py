@@ -53,6 +53,7 @@ print(changes(before, state()))
 """
 
 
+@pytest.mark.slow  # (a fresh interpreter imports every module)
 def test_importing_digits_zoo_changes_nothing_in_the_process():
     result = subprocess.run([sys.executable, "-c", IMPORT_ALL], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
