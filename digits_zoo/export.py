@@ -30,6 +30,7 @@ from torch import nn
 
 from digits_zoo import arguments
 from digits_zoo.errors import DigitsZooError, one_line
+from digits_zoo.writes import temporary_beside
 
 ATOL, RTOL = 1e-4, 1e-4  # float32 through another runtime: sums in another order
 EXPORTS = Path("exports")  # where a file goes without --out (git ignores it, as outputs/)
@@ -149,7 +150,7 @@ def export_onnx(source: str, out: Path | None = None, data_dir: str | Path | Non
                 f"cannot make the folder {EXPORTS} here ({error.strerror}); give the file with --out FILE"
             ) from None
     check_destination(out, trained.name)
-    temporary = out.with_name(f".{out.name}.tmp")
+    temporary = temporary_beside(out)
     try:
         write_onnx(network, temporary)
         add_metadata(

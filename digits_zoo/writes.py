@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
 import io
 import os
+import socket
 from pathlib import Path
 
 # what each errno means to the user, and what to do about it before the run goes on
@@ -54,16 +56,41 @@ def _write(file, data) -> None:
     file.write(data)
 
 
+def temporary_beside(path: Path) -> Path:
+    """`.NAME.HOST.PID.tmp` beside `path`: processes that write the same file at once (a sweep's workers, runs
+    filling the benchmark's shared cache, machines sharing a folder) each write their own."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+
+
+def _remove_leftovers(path: Path) -> None:
+    """The temporary files of `path` left by killed processes of this machine (their space counts as free);
+    those of live processes, and of other machines, stay."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(socket.gethostname())}.*.tmp"):
+        pid = leftover.name.rsplit(".", 2)[1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def write_atomically(path: str | Path, data: bytes | bytearray | memoryview) -> None:
     """Replace `path` with `data` so that it is the old file or the new one, whatever happens: written to
-    `.NAME.tmp` beside it, forced to disk, then renamed over it. A write that the file system has no room
-    for fails before it begins. Any failure removes the temporary file; a full disk, a quota, a
-    read-only file system or a disk error raises `NotWritten`."""
+    a temporary file of this process beside it (`temporary_beside`), forced to disk, then renamed over it. A
+    write that the file system has no room for fails before it begins. Any failure removes the temporary
+    file; a full disk, a quota, a read-only file system or a disk error raises `NotWritten`."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")  # one writer per file: a fixed name is enough
+    temporary = temporary_beside(path)
     needed, free = memoryview(data).nbytes, None
     try:
-        temporary.unlink(missing_ok=True)  # a kill in an earlier write left it: its space counts as free
+        _remove_leftovers(path)
         free = free_bytes(path.parent)
         if free is not None and needed > free:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

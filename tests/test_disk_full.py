@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -171,7 +172,7 @@ def fail_writes(monkeypatch, name: str, number: int, error: int) -> dict:
     real, seen, failed = writes._write, [], {}
 
     def write(file, data) -> None:
-        if Path(file.name).name == f".{name}.tmp":
+        if Path(file.name).name == writes.temporary_beside(Path(name)).name:
             seen.append(file.name)
             if len(seen) == number:
                 failed["needed"] = len(data)
@@ -278,13 +279,38 @@ def test_a_csv_row_cut_short_by_a_full_disk_is_left_out_on_resume(tmp_path):
 def test_a_write_that_cannot_fit_fails_before_it_begins_and_leaves_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     path.write_bytes(b"old")
-    (tmp_path / ".last.ckpt.tmp").write_bytes(b"left by a kill")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".last.ckpt.{socket.gethostname()}.{dead.stdout.strip()}.tmp"  # a process that has ended
+    killed.write_bytes(b"left by a kill")
     monkeypatch.setattr(writes, "free_bytes", lambda folder: 10)
     with pytest.raises(writes.NotWritten) as failure:
         writes.write_atomically(path, b"x" * 100)
     assert (failure.value.errno, failure.value.needed, failure.value.free) == (errno.ENOSPC, 100, 10)
     assert failure.value.filename == str(path)
     assert path.read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def test_writers_of_one_file_in_other_processes_keep_their_temporary_files(tmp_path):
+    path = tmp_path / "leaderboard.csv"
+    live = tmp_path / f".leaderboard.csv.{socket.gethostname()}.{os.getppid()}.tmp"  # a process still writing it
+    elsewhere = tmp_path / ".leaderboard.csv.another-machine.1.tmp"
+    for other in (live, elsewhere):
+        other.write_bytes(b"being written")
+    writes.write_atomically(path, b"new")
+    writes.write_atomically(path, b"newer")
+    assert path.read_bytes() == b"newer" and live.read_bytes() == elsewhere.read_bytes() == b"being written"
+
+
+def test_processes_that_write_one_file_at_once_each_leave_it_whole(tmp_path):
+    """(A sweep's workers write its leaderboard together; runs fill the benchmark's cache together.)"""
+    script = (
+        "import sys\nfrom digits_zoo import writes\n"
+        "for _ in range(200): writes.write_atomically(sys.argv[1], sys.argv[2].encode() * 100_000)"
+    )
+    path = tmp_path / "shared.npy"
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(path), mark]) for mark in "ab"]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    assert path.read_bytes() in (b"a" * 100_000, b"b" * 100_000) and leftovers(tmp_path) == []
 
 
 def test_a_log_line_that_cannot_be_written_prints_no_stack_trace(capsys):
