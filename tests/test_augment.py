@@ -25,6 +25,7 @@ NEW = {
     "elastic": {"elastic": {"alpha": 1.4, "sigma": 4.0}},
     "thickness": {"thickness": 1},
     "noise": {"noise": 0.2},
+    "erase": {"erase": 0.3},
     "robust": ROBUST,
 }
 
@@ -122,10 +123,29 @@ def test_noise_turns_a_share_of_each_images_pixels_black_or_white():
     assert set(noisy[noisy != images].unique().tolist()) == {0.0, 1.0}
 
 
+def test_erase_paints_one_rectangle_of_one_dark_grey_over_each_image():
+    images = torch.ones(300, 1, 28, 28)  # white: every painted pixel shows
+    erased = augment_batch(images, {"erase": 0.3}, torch.Generator().manual_seed(0), 300)
+    for image in erased[:, 0]:
+        painted = image != 1
+        rows, columns = painted.any(1).nonzero(), painted.any(0).nonzero()
+        if len(rows):  # one flat rectangle: its bounding box is all painted, in one grey from black to mid-grey
+            assert (
+                painted.sum() == len(rows) * len(columns) == (rows[-1] - rows[0] + 1) * (columns[-1] - columns[0] + 1)
+            )
+            assert len(image[painted].unique()) == 1 and 0 <= image[painted][0] <= 0.5
+    share = (erased != 1).flatten(1).float().mean(1)
+    assert share.max() < 0.34 and share.mean() == pytest.approx(0.15, abs=0.02)  # up to 0.3 of the image
+    heights = (erased != 1).any(3).sum((1, 2)).float()
+    widths = (erased != 1).any(2).sum((1, 2)).float()
+    tall, wide = heights > 2 * widths, widths > 2 * heights
+    assert tall.any() and wide.any()  # aspect ratios from 1/3 to 3
+
+
 def test_standardised_images_are_augmented_as_the_raw_ones_around_their_blank():
     mean, std = 0.13, 0.31
     images = digits(8)
-    settings = {**ROBUST, "noise": 0.2}
+    settings = {**ROBUST, "noise": 0.2, "erase": 0.3}
     raw = augment_batch(images, settings, torch.Generator().manual_seed(3), 8)
     standardised = augment_batch(
         (images - mean) / std,
@@ -158,6 +178,7 @@ def test_the_processes_augment_their_shares_as_one_process_augments_the_whole_ba
         ({"scale": 1}, "data.augment.scale must be below 1"),
         ({"shear": "ten"}, "data.augment.shear must be a finite number"),
         ({"thickness": 1.5}, "data.augment.thickness must be a whole number of at least 0"),
+        ({"erase": 1}, "data.augment.erase must be below 1"),
         (5, "data.augment must be a mapping of degrees, scale"),
     ],
 )
@@ -175,7 +196,7 @@ def test_an_unknown_augment_key_on_the_command_line_is_one_line_naming_the_allow
     assert code == 1
     assert err == (
         "error: unknown data.augment key 'sheer'; did you mean shear? "
-        "allowed keys: degrees, scale, translate, shear, elastic, thickness, noise\n"
+        "allowed keys: degrees, scale, translate, shear, elastic, thickness, noise, erase\n"
     )
 
 

@@ -1,7 +1,8 @@
 """Random changes to the training images (`data.augment`), made to a whole batch at once on its own device.
 
 `check_settings` checks the settings; `augment_batch` applies them: a stroke-thickness change (grey erosion or
-dilation), then one resampling that holds the affine transform and the elastic distortion, then noise. Every random number
+dilation), then one resampling that holds the affine transform and the elastic distortion, then noise, then an erased
+patch. Every random number
 is drawn for the whole round of images dealt to the processes and each process takes its share, so an image is
 changed in the same way whichever process has it. The draws come in a fixed order, the affine ones first: the
 settings {degrees, scale, translate} alone draw and compute exactly what they always have, so that older runs
@@ -21,7 +22,8 @@ from digits_zoo.errors import ConfigError, check_number
 
 AFFINE = ("degrees", "scale", "translate")  # four draws per image: angle, zoom, x shift, y shift
 ELASTIC = ("alpha", "sigma")
-KEYS = (*AFFINE, "shear", "elastic", "thickness", "noise")
+KEYS = (*AFFINE, "shear", "elastic", "thickness", "noise", "erase")
+ERASE_GREY = 0.5  # an erased patch's grey: uniform from black to half-way to white
 
 
 def _unknown(where: str, key: object, allowed: tuple[str, ...]) -> ConfigError:
@@ -72,6 +74,7 @@ CHECKS = {
     "elastic": _elastic,
     "thickness": _thickness,
     "noise": lambda key, value: _below(key, value, 1),  # a share of the pixels
+    "erase": lambda key, value: _below(key, value, 1),  # a share of the image
 }
 
 
@@ -114,6 +117,7 @@ def augment_batch(
     radius = settings.get("thickness", 0)
     change = torch.randint(-radius, radius + 1, (dealt,), generator=generator)[rank::world_size] if radius else None
     noise = draw(3, *images.shape[-2:]) if settings.get("noise") else None  # share, hit, salt: per pixel
+    erase = draw(5) if settings.get("erase") else None  # area, aspect, left, top, grey
 
     if change is not None:
         images = stroke_thickness(images, change.to(device, non_blocking=True), radius, background)
@@ -121,6 +125,8 @@ def augment_batch(
         images = _resampled(images, settings, affine, shear, field, background)
     if noise is not None:
         images = salt_and_pepper(images, noise.to(device, non_blocking=True), settings["noise"], background, white)
+    if erase is not None:
+        images = erased(images, erase.to(device, non_blocking=True), settings["erase"], background, white)
     return images
 
 
@@ -149,6 +155,26 @@ def salt_and_pepper(images: torch.Tensor, draws: torch.Tensor, most: float, blac
     share = draws[:, 0, :1, :1].unsqueeze(1) * most
     hit = draws[:, 1:2] < share
     return torch.where(hit, torch.where(draws[:, 2:3] < 0.5, white, black).to(images.dtype), images)
+
+
+def erased(images: torch.Tensor, draws: torch.Tensor, most: float, black: float, white: float) -> torch.Tensor:
+    """Each image with a rectangle painted over in one flat grey (Zhong et al. 2017's random erasing): a blot or a
+    part of a stroke hidden. `draws` (N, 5) uniform in [0, 1): its area, a share of the image in [0, `most`); its
+    aspect ratio, log-uniform in [1/3, 3]; where it lies (wholly inside the image); its grey, from black to
+    `ERASE_GREY` of the way to white."""
+    height, width = images.shape[-2:]
+    area = draws[:, 0] * most * height * width
+    aspect = torch.exp((draws[:, 1] * 2 - 1) * math.log(3))
+    rows = torch.sqrt(area * aspect).round().clamp(max=height)
+    columns = torch.sqrt(area / aspect).round().clamp(max=width)
+    top = (draws[:, 2] * (height - rows + 1)).floor()
+    left = (draws[:, 3] * (width - columns + 1)).floor()
+    row, column = torch.arange(height, device=images.device), torch.arange(width, device=images.device)
+    inside_rows = (row >= top[:, None]) & (row < (top + rows)[:, None])
+    inside_columns = (column >= left[:, None]) & (column < (left + columns)[:, None])
+    patch = (inside_rows[:, :, None] & inside_columns[:, None, :]).unsqueeze(1)
+    grey = (black + draws[:, 4] * ERASE_GREY * (white - black)).view(-1, 1, 1, 1).to(images.dtype)
+    return torch.where(patch, grey, images)
 
 
 def affine_matrix(u: torch.Tensor, degrees: float, scale: float, translate: float) -> torch.Tensor:
