@@ -18,6 +18,7 @@ A generated table sits between `<!-- table: NAME [ARGUMENT] -->` and `<!-- end t
     demo-load JSON          the demo under load, from the JSON that benchmarks/demo_load.py wrote
     robustness              the shipped models on the robustness benchmark, from their manifest records
     reading JSON            a model on the benchmark per way of preparing pictures (benchmarks/reading.py's JSON)
+    recipes NAME,NAME,...   the shipped robust_vgg and vgg_bn, then recipes measured on the benchmark (measured.json)
     zoo-sweep JSON          the zoo's sweep one job after another and in parallel (benchmarks/zoo_sweep.py's JSON)
 """
 
@@ -197,6 +198,45 @@ def reading_table(json_path: str) -> str:
     return table(["preparation", "clean", "MNIST-C mean", *(f"`{s}`" for s in sets)], rows)
 
 
+def recipes_table(names: str) -> str:
+    import json
+    import shlex
+
+    from digits_zoo.data.corruptions import CORRUPTIONS
+    from digits_zoo.models.pretrained import manifest
+
+    shipped = manifest()
+    measured = json.loads((ROOT / "docs" / "results" / "measured.json").read_text())
+
+    def changes(command: str) -> str:  # the overrides that make the recipe, past `python train.py`
+        words = shlex.split(command)[2:]
+        return " ".join(f"`{w}`" for w in words if not w.startswith(("seed=", "robustness=", "threads=")))
+
+    rows = [
+        [
+            f"{changes(e['command'])} (`{name}` shipped, seed {e['seed']})",
+            e["test_acc"],
+            e["mnist_c_mean"],
+            e["mnist_c"],
+        ]
+        for name, e in ((name, shipped[name]) for name in ("robust_vgg", "vgg_bn"))
+    ]
+    for name in names.split(","):
+        m = measured[name]
+        seed = next(w for w in shlex.split(m["command"]) if w.startswith("seed="))
+        corruptions = {c: m[f"mnist_c/{c}"] for c in CORRUPTIONS}
+        rows.append(
+            [f"{changes(m['command'])} ({seed.replace('=', ' ')})", m["test/acc"], m["mnist_c/mean"], corruptions]
+        )
+    return table(
+        ["recipe", "clean", "MNIST-C mean", *(f"`{c}`" for c in CORRUPTIONS)],
+        [
+            [r, f"{100 * clean:.2f}", f"{100 * mean:.2f}", *(f"{100 * c[k]:.1f}" for k in CORRUPTIONS)]
+            for r, clean, mean, c in rows
+        ],
+    )
+
+
 def zoo_sweep_table(json_path: str) -> str:
     import json
 
@@ -229,6 +269,7 @@ TABLES = {
     "robustness": robustness_table,
     "reading": reading_table,
     "zoo-sweep": zoo_sweep_table,
+    "recipes": recipes_table,
 }
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
@@ -290,3 +291,22 @@ def test_a_measured_result_the_docs_quote_is_what_its_command_gives(name, real_d
     recorded = measure.measured()[name]
     assert recorded["command"] == measure.COMMANDS[name]
     assert f"{100 * measure.run(name, tmp_path / 'run')['test/acc']:.2f}%" == f"{100 * recorded['test/acc']:.2f}%"
+
+
+def test_a_long_run_made_by_hand_is_recorded_only_from_its_own_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(measure, "MEASURED", tmp_path / "measured.json")
+    name = "robust_vgg_noise"
+    run = tmp_path / "run"
+    run.mkdir()
+    ran = {**measure.configuration(name), "threads": 1}  # (other threads: the same recipe)
+    (run / "config.yaml").write_text(yaml.safe_dump(ran))
+    (run / "results.json").write_text('{"test/acc": 0.99, "train_seconds": 5.0, "mnist_c/mean": 0.9, "seed": 1}')
+    assert measure.main([name, "--run", str(run)]) == 0
+    assert measure.measured() == {
+        name: {"command": measure.COMMANDS[name], "test/acc": 0.99, "train_seconds": 5.0, "mnist_c/mean": 0.9}
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump({**ran, "seed": 2}))
+    with pytest.raises(SystemExit, match="was not made by robust_vgg_noise's command: seed: 2, not 1"):
+        measure.main([name, "--run", str(run)])
+    with pytest.raises(SystemExit, match="is not a finished run folder"):
+        measure.main([name, "--run", str(tmp_path / "nowhere")])
