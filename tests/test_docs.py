@@ -73,7 +73,7 @@ def test_an_unknown_table_is_one_line(tmp_path):
     assert (
         result.returncode == 1
         and result.stderr
-        == f"error: {page}: unknown table 'nonsense'; known: weights, leaderboard, seeds, config-groups, config-options, demo-load, robustness, reading, zoo-sweep\n"
+        == f"error: {page}: unknown table 'nonsense'; known: weights, leaderboard, seeds, config-groups, config-options, demo-load, robustness, reading, zoo-sweep, recipes\n"
     )
 
 

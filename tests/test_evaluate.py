@@ -1,6 +1,7 @@
 """`python eval.py model_source=SOURCE`: a trained model tested without training."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -208,9 +209,9 @@ def test_takes_is_what_eval_yaml_defines():
 @pytest.mark.parametrize("name", sorted(manifest()))
 def test_every_shipped_model_evaluates_to_its_manifests_accuracy(name, real_data_dir, tmp_path):
     torch.set_num_threads(2)  # the manifest's numbers were measured with two threads
-    metrics = evaluate(eval_cfg(name, real_data_dir, tmp_path))["metrics"]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):  # tested as its training tested it
+        precision = compose("train", overrides=shlex.split(manifest()[name]["command"])[2:]).trainer.precision
+    metrics = evaluate(eval_cfg(name, real_data_dir, tmp_path, f"trainer.precision={precision}"))["metrics"]
     assert metrics["test_images"] == 10_000
     assert round(metrics["test/acc"] * 10_000) == round(manifest()[name]["test_acc"] * 10_000)
-    assert metrics["test/loss"] == pytest.approx(
-        manifest()[name]["test_loss"], rel=2e-3
-    )  # (bf16-trained models: their test ran in bf16, eval in fp32)
+    assert metrics["test/loss"] == pytest.approx(manifest()[name]["test_loss"], rel=2e-3)
