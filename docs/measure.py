@@ -2,7 +2,8 @@
 docs/results/measured.json, which the docs' numbers are generated from (`python docs/tables.py`),
 and the flatten_mlp run's pictures to docs/images/.
 
-    DIGITS_ZOO_DATA_DIR=../shared/data python docs/measure.py [NAME ...]   # default: all (about 10 minutes)
+    DIGITS_ZOO_DATA_DIR=../shared/data python docs/measure.py [NAME ...]   # default: all (hours: robust_vgg's
+                                                                          # take 20 to 40 minutes each)
     python docs/measure.py NAME --run FOLDER   # record a run of NAME's command made by hand (the long ones)
 
 The quick ones (QUICK) are run again by the real-data tier (tests/test_doc_snippets.py), which checks
