@@ -212,21 +212,23 @@ def recipes_table(names: str) -> str:
         words = shlex.split(command)[2:]
         return " ".join(f"`{w}`" for w in words if not w.startswith(("seed=", "robustness=", "threads=")))
 
-    rows = [
-        [
-            f"{changes(e['command'])} (`{name}` shipped, seed {e['seed']})",
-            e["test_acc"],
-            e["mnist_c_mean"],
-            e["mnist_c"],
-        ]
-        for name, e in ((name, shipped[name]) for name in ("robust_vgg", "vgg_bn"))
-    ]
+    rows = []  # (recipe, clean accuracy, MNIST-C mean, {corruption: accuracy})
+    for name in ("robust_vgg", "vgg_bn"):
+        e = shipped[name]
+        rows.append(
+            (
+                f"{changes(e['command'])} (`{name}` shipped, seed {e['seed']})",
+                e["test_acc"],
+                e["mnist_c_mean"],
+                e["mnist_c"],
+            )
+        )
     for name in names.split(","):
         m = measured[name]
         seed = next(w for w in shlex.split(m["command"]) if w.startswith("seed="))
         corruptions = {c: m[f"mnist_c/{c}"] for c in CORRUPTIONS}
         rows.append(
-            [f"{changes(m['command'])} ({seed.replace('=', ' ')})", m["test/acc"], m["mnist_c/mean"], corruptions]
+            (f"{changes(m['command'])} ({seed.replace('=', ' ')})", m["test/acc"], m["mnist_c/mean"], corruptions)
         )
     return table(
         ["recipe", "clean", "MNIST-C mean", *(f"`{c}`" for c in CORRUPTIONS)],
