@@ -56,6 +56,9 @@ COMMANDS = {
     "+data.augment.erase=0.1 seed=1 robustness=true",
     "robust_vgg_noise_erase20_thickness": "python train.py experiment=robust_vgg augment=affine +data.augment.noise=0.1 "
     "+data.augment.erase=0.2 +data.augment.thickness=1 seed=1 robustness=true",
+    # ...and today's recipe with a stronger affine transform (rotation 15 degrees, zoom 0.15, an x-shear), 30 epochs
+    "robust_vgg_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 data.augment.scale=0.15 "
+    "+data.augment.shear=10 trainer.max_epochs=30 seed=1 robustness=true",
 }
 QUICK = (
     "flatten_mlp",
