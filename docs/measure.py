@@ -59,6 +59,9 @@ COMMANDS = {
     # ...and today's recipe with a stronger affine transform (rotation 15 degrees, zoom 0.15, an x-shear), 30 epochs
     "robust_vgg_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 data.augment.scale=0.15 "
     "+data.augment.shear=10 trainer.max_epochs=30 seed=1 robustness=true",
+    "robust_vgg_geometry_translate": "python train.py experiment=robust_vgg data.augment.degrees=15 "
+    "data.augment.scale=0.15 data.augment.translate=0.15 +data.augment.shear=10 trainer.max_epochs=30 seed=1 "
+    "robustness=true",
 }
 QUICK = (
     "flatten_mlp",
