@@ -44,8 +44,8 @@ COMMANDS = {
     "transfer_scratch_60000": f"{TRANSFER} model.pretrained=null data.train_size=null",
     # docs/robustness.md: the shipped robust_vgg's command, timed beside just one other run (a core each)
     "robust_vgg_one_core": "python train.py experiment=robust_vgg seed=1 threads=1 robustness=true",
-    # docs/robustness.md: robust_vgg's recipes that read worse than today's (augment=handwritten): the earlier
-    # one (augment=affine), a heavier augmentation, and steps from the earlier one towards today's
+    # docs/robustness.md: robust_vgg's recipes tried besides today's (augment=handwritten): the earlier one
+    # (augment=affine), a heavier augmentation, steps from the earlier one towards today's, and stronger geometry
     "robust_vgg_affine": "python train.py experiment=robust_vgg augment=affine seed=1 robustness=true",
     "robust_vgg_heavy_augmentation": "python train.py experiment=robust_vgg augment=robust "
     "+data.augment.noise=0.15 trainer.max_epochs=30 seed=1 robustness=true",
@@ -56,7 +56,7 @@ COMMANDS = {
     "+data.augment.erase=0.1 seed=1 robustness=true",
     "robust_vgg_noise_erase20_thickness": "python train.py experiment=robust_vgg augment=affine +data.augment.noise=0.1 "
     "+data.augment.erase=0.2 +data.augment.thickness=1 seed=1 robustness=true",
-    # ...and today's recipe with a stronger affine transform (rotation 15 degrees, zoom 0.15, an x-shear), 30 epochs
+    # today's with a stronger affine transform (rotation 15 degrees, zoom 0.15, an x-shear; shifts 0.15) for 30 epochs
     "robust_vgg_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 data.augment.scale=0.15 "
     "+data.augment.shear=10 trainer.max_epochs=30 seed=1 robustness=true",
     "robust_vgg_geometry_translate": "python train.py experiment=robust_vgg data.augment.degrees=15 "
