@@ -57,7 +57,7 @@ COMMANDS = {
     "robust_vgg_noise_erase20_thickness": "python train.py experiment=robust_vgg augment=affine +data.augment.noise=0.1 "
     "+data.augment.erase=0.2 +data.augment.thickness=1 seed=1 robustness=true",
     # today's with a stronger affine transform (rotation 15 degrees, zoom 0.15, an x-shear; shifts 0.15) for 30 epochs,
-    # and the same without the wider shifts for 40
+    # the same without the wider shifts for 40, and for 30 with 40 channels in the first stage instead of 32
     "robust_vgg_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 data.augment.scale=0.15 "
     "+data.augment.shear=10 trainer.max_epochs=30 seed=1 robustness=true",
     "robust_vgg_geometry_translate": "python train.py experiment=robust_vgg data.augment.degrees=15 "
@@ -65,6 +65,9 @@ COMMANDS = {
     "robustness=true",
     "robust_vgg_geometry_40_epochs": "python train.py experiment=robust_vgg data.augment.degrees=15 "
     "data.augment.scale=0.15 +data.augment.shear=10 trainer.max_epochs=40 seed=1 robustness=true",
+    "robust_vgg_wide_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 "
+    "data.augment.scale=0.15 +data.augment.shear=10 trainer.max_epochs=30 model.kwargs.width=40 seed=1 "
+    "robustness=true",
 }
 QUICK = (
     "flatten_mlp",
