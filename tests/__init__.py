@@ -1,6 +1,6 @@
 import os
 
-# pytest -n runs tests side by side, each worker and the processes its tests start using torch's OpenMP
+# pytest runs tests side by side (-n auto in pyproject.toml), each worker and the processes its tests start using torch's OpenMP
 # threads on every core: spinning while those threads wait for each other then costs several times the
 # work itself (the real-data Optuna study of docs/training.md beside another: 8 times its time alone).
 # Waiting passively changes no result (the same threads split the same sums). Set here, before anything
