@@ -57,7 +57,8 @@ COMMANDS = {
     "robust_vgg_noise_erase20_thickness": "python train.py experiment=robust_vgg augment=affine +data.augment.noise=0.1 "
     "+data.augment.erase=0.2 +data.augment.thickness=1 seed=1 robustness=true",
     # today's with a stronger affine transform (rotation 15 degrees, zoom 0.15, an x-shear; shifts 0.15) for 30 epochs,
-    # the same without the wider shifts for 40, and for 30 with 40 channels in the first stage instead of 32
+    # the same without the wider shifts for 40, and for 30 with 40 channels in the first stage instead of 32; with the
+    # wider shifts, validated and tested on an exponential moving average of the weights
     "robust_vgg_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 data.augment.scale=0.15 "
     "+data.augment.shear=10 trainer.max_epochs=30 seed=1 robustness=true",
     "robust_vgg_geometry_translate": "python train.py experiment=robust_vgg data.augment.degrees=15 "
@@ -67,6 +68,9 @@ COMMANDS = {
     "data.augment.scale=0.15 +data.augment.shear=10 trainer.max_epochs=40 seed=1 robustness=true",
     "robust_vgg_wide_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 "
     "data.augment.scale=0.15 +data.augment.shear=10 trainer.max_epochs=30 model.kwargs.width=40 seed=1 "
+    "robustness=true",
+    "robust_vgg_geometry_translate_ema": "python train.py experiment=robust_vgg callbacks=ema data.augment.degrees=15 "
+    "data.augment.scale=0.15 data.augment.translate=0.15 +data.augment.shear=10 trainer.max_epochs=30 seed=1 "
     "robustness=true",
 }
 QUICK = (

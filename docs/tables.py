@@ -228,7 +228,12 @@ def recipes_table(names: str) -> str:
         seed = next(w for w in shlex.split(m["command"]) if w.startswith("seed="))
         corruptions = {c: m[f"mnist_c/{c}"] for c in CORRUPTIONS}
         rows.append(
-            (f"{changes(m['command'])} ({seed.replace('=', ' ')})", m["test/acc"], m["mnist_c/mean"], corruptions)
+            (
+                f"{name}: {changes(m['command'])} ({seed.replace('=', ' ')})",
+                m["test/acc"],
+                m["mnist_c/mean"],
+                corruptions,
+            )
         )
     return table(
         ["recipe", "clean", "MNIST-C mean", *(f"`{c}`" for c in CORRUPTIONS)],
