@@ -77,6 +77,12 @@ def test_configuration_mistakes(run_cli, overrides, expected):
         (["optimizer.lr=inf"], ["optimizer.lr must be a finite number above 0, got inf"]),
         (["optimizer.lr=nan"], ["optimizer.lr must be a finite number above 0, got nan"]),
         (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay must be a finite number of at least 0, got -0.1"]),
+        (["label_smoothing=1.0"], ["label_smoothing must be below 1, got 1.0"]),
+        (["label_smoothing=-0.1"], ["label_smoothing must be a finite number of at least 0, got -0.1"]),
+        (
+            ["label_smoothing=0.1", "loss=normalized_sigmoid"],
+            ["label_smoothing smooths cross_entropy's targets, and loss=normalized_sigmoid; drop one of the two"],
+        ),
         (
             ["+trainer.callbacks=[]"],
             [

@@ -221,6 +221,18 @@ def test_direct_grouped_steps_train_step_for_step_like_lightnings_own(make_cfg):
         assert lightning_path["metrics"][key] == direct["metrics"][key]
 
 
+def test_label_smoothing_trains_both_loops_alike(make_cfg):
+    common = ("label_smoothing=0.1", "model=two_layer_mlp", "trainer.max_epochs=1")
+    counter = "+callbacks.counter._target_=tests.test_training.BackwardCounter"  # (Lightning's own loop)
+    lightning_path = train(make_cfg(*common, "data.steps_per_execution=1", counter))
+    direct = train(make_cfg(*common, "data.steps_per_execution=6", run="grouped"))
+    plain = train(make_cfg(*common[1:], "data.steps_per_execution=6", run="plain"))
+    assert not lightning_path["module"]._direct_steps and direct["module"]._direct_steps
+    smoothed, grouped, unsmoothed = (list(run["module"].parameters()) for run in (lightning_path, direct, plain))
+    assert all(torch.equal(p1, p2) for p1, p2 in zip(smoothed, grouped))
+    assert not all(torch.equal(p1, p2) for p1, p2 in zip(grouped, unsmoothed))
+
+
 def test_onecycle_schedule_steps_once_per_optimiser_step(make_cfg, tmp_path):
     output = train(make_cfg("optimizer.scheduler=onecycle", "data.steps_per_execution=5", "trainer.max_epochs=2"))
     (scheduler,) = output["trainer"].lr_scheduler_configs

@@ -93,8 +93,10 @@ def check_config(cfg: DictConfig, datamodule) -> None:
     from lightning.pytorch import Trainer
 
     from digits_zoo.data.contract import check_data_module  # (Lightning)
+    from digits_zoo.training.losses import training_loss  # (torch)
 
     check_settings(cfg)
+    training_loss(cfg.loss, cfg.get("label_smoothing", 0.0))  # (as DigitClassifier checks it)
     takes = inspect.signature(Trainer).parameters
     for key in cfg.trainer:
         if key != "_target_" and key not in takes:

@@ -114,7 +114,7 @@ def grouped_steps(module: L.LightningModule, batches: list, direct: bool) -> tup
     losses, sizes, logits, targets = [], [], [], []
     for x, y in batches:
         out = module.model(x)
-        loss = module.loss_fn(out, y)
+        loss = module.train_loss_fn(out, y)
         if direct:
             # What Lightning's own step would do here, without its per-step dispatch (which
             # costs more than a small model's step); its step counter (global_step) still counts.

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+
+from digits_zoo.errors import ConfigError, check_number
 
 KERAS_EPSILON = 1e-7
 
@@ -19,3 +23,17 @@ def normalized_sigmoid(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 LOSSES = {"cross_entropy": F.cross_entropy, "normalized_sigmoid": normalized_sigmoid}
+
+
+def training_loss(loss: str, label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss `loss` that training minimises, its targets smoothed by `label_smoothing` (torch's: that share
+    of each target spread evenly over the classes; cross_entropy only). A ConfigError for a wrong pair."""
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if not check_number("label_smoothing", label_smoothing, positive=False) < 1:
+        raise ConfigError(f"label_smoothing must be below 1, got {label_smoothing!r}")
+    if not label_smoothing:
+        return LOSSES[loss]
+    if loss != "cross_entropy":
+        raise ConfigError(f"label_smoothing smooths cross_entropy's targets, and loss={loss}; drop one of the two")
+    return partial(F.cross_entropy, label_smoothing=label_smoothing)

@@ -28,7 +28,7 @@ from digits_zoo.training.loop import (
     lightning_loop_reasons,
     log_grouped_step_losses,
 )
-from digits_zoo.training.losses import LOSSES
+from digits_zoo.training.losses import LOSSES, training_loss
 from digits_zoo.training.metrics import ConfidentMistakes
 
 STAGES = ("train", "val", "test")
@@ -67,6 +67,7 @@ class DigitClassifier(L.LightningModule):
         model: str,
         model_kwargs: dict | None = None,
         loss: str = "cross_entropy",
+        label_smoothing: float = 0.0,
         lr: float = 1e-3,
         eps: float = 1e-7,
         weight_decay: float = 0.0,
@@ -76,8 +77,9 @@ class DigitClassifier(L.LightningModule):
         freeze_features: bool = False,
     ):
         super().__init__()
-        if loss not in LOSSES:
-            raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        # what training minimises (smoothed targets where asked) and what validation and the test report
+        # (plain: their losses stay comparable across runs)
+        self.train_loss_fn, self.loss_fn = training_loss(loss, label_smoothing), LOSSES[loss]
         if scheduler not in (None, "onecycle"):
             raise ConfigError(f"unknown optimizer.scheduler {scheduler!r}; choose null or onecycle")
         check_number("optimizer.lr", lr, positive=True)
@@ -85,7 +87,6 @@ class DigitClassifier(L.LightningModule):
         check_number("optimizer.weight_decay", weight_decay, positive=False)
         self.save_hyperparameters()
         self.model = create_model(model, **(model_kwargs or {}))
-        self.loss_fn = LOSSES[loss]
         if freeze_features:  # a linear probe: only the head learns
             for name, parameter in self.model.named_parameters():
                 parameter.requires_grad_(name.startswith("head."))
@@ -166,7 +167,7 @@ class DigitClassifier(L.LightningModule):
                 )
             x, y = batch
             logits = self.model(x)
-            loss = self.loss_fn(logits, y)
+            loss = self.train_loss_fn(logits, y)
             self._group_losses = loss.detach()[None]  # checked in on_train_batch_end
             self._accumulate(
                 "train", self._group_losses, torch.full_like(self._group_losses, len(y)), logits.detach(), y

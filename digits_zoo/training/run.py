@@ -176,6 +176,7 @@ def _module(cfg: DictConfig, datamodule, resume: Resume | None) -> DigitClassifi
         model=cfg.model.name,
         model_kwargs=OmegaConf.to_container(cfg.model, resolve=True).get("kwargs") or {},
         loss=cfg.loss,
+        label_smoothing=cfg.get("label_smoothing", 0.0),  # (a run folder made before it has none)
         compile=cfg.model.get("compile", False),
         channels_last=cfg.model.get("channels_last", False),
         freeze_features=cfg.model.get("freeze_features", False),
