@@ -58,7 +58,7 @@ COMMANDS = {
     "+data.augment.erase=0.2 +data.augment.thickness=1 seed=1 robustness=true",
     # today's with a stronger affine transform (rotation 15 degrees, zoom 0.15, an x-shear; shifts 0.15) for 30 epochs,
     # the same without the wider shifts for 40, and for 30 with 40 channels in the first stage instead of 32; with the
-    # wider shifts, validated and tested on an exponential moving average of the weights
+    # wider shifts, validated and tested on an exponential moving average of the weights, and that with smoothed labels
     "robust_vgg_geometry": "python train.py experiment=robust_vgg data.augment.degrees=15 data.augment.scale=0.15 "
     "+data.augment.shear=10 trainer.max_epochs=30 seed=1 robustness=true",
     "robust_vgg_geometry_translate": "python train.py experiment=robust_vgg data.augment.degrees=15 "
@@ -72,6 +72,9 @@ COMMANDS = {
     "robust_vgg_geometry_translate_ema": "python train.py experiment=robust_vgg callbacks=ema data.augment.degrees=15 "
     "data.augment.scale=0.15 data.augment.translate=0.15 +data.augment.shear=10 trainer.max_epochs=30 seed=1 "
     "robustness=true",
+    "robust_vgg_geometry_translate_ema_smoothing": "python train.py experiment=robust_vgg callbacks=ema "
+    "label_smoothing=0.1 data.augment.degrees=15 data.augment.scale=0.15 data.augment.translate=0.15 "
+    "+data.augment.shear=10 trainer.max_epochs=30 seed=1 robustness=true",
 }
 QUICK = (
     "flatten_mlp",
