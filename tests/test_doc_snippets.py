@@ -293,6 +293,11 @@ def test_a_measured_result_the_docs_quote_is_what_its_command_gives(name, real_d
     assert f"{100 * measure.run(name, tmp_path / 'run')['test/acc']:.2f}%" == f"{100 * recorded['test/acc']:.2f}%"
 
 
+def test_every_command_has_its_result_recorded_under_its_own_words():
+    # (a recipe renamed or reworded in docs/measure.py without its record would quote another command's numbers)
+    assert {name: record["command"] for name, record in measure.measured().items()} == measure.COMMANDS
+
+
 def test_a_long_run_made_by_hand_is_recorded_only_from_its_own_command(tmp_path, monkeypatch):
     monkeypatch.setattr(measure, "MEASURED", tmp_path / "measured.json")
     name = "robust_vgg_noise"
